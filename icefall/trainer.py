@@ -1,0 +1,440 @@
+"""The shared training loop that every recipe's pretrain.py / finetune.py calls.
+
+A recipe supplies a model, an optimizer, a scheduler (Eden or any object with ``step_batch`` /
+``step_epoch``, or a torch LR scheduler), a ``compute_loss(model, batch, is_training) ->
+(loss, info)`` function and data loaders. The loop adds what every run needs: gradient
+accumulation, fp16/bf16 autocast with a GradScaler policy, non-finite detection, validation,
+tensorboard, throughput, checkpoints, the running-average model, and exact resume.
+
+Exact resume: every epoch starts by seeding with ``seed + epoch - 1`` and setting the sampler's
+epoch; a mid-epoch checkpoint stores the sampler position and the RNG states, which are put back
+after that seeding. With ``num_workers=0`` (or datasets whose randomness does not live in worker
+processes) ``--start-batch B`` continues bitwise as if the run had never stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from icefall.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+    save_checkpoint_with_global_batch_idx,
+    unwrap_model,
+    update_averaged_model,
+)
+from icefall.utils import AttributeDict, MetricsTracker, fix_random_seed, set_rng_state, str2bool
+
+ComputeLoss = Callable[[nn.Module, Any, bool], Tuple[torch.Tensor, MetricsTracker]]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (collapsing grad scale, too many non-finite losses)."""
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every training script shares (icefall names)."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--world-size", type=int, default=1, help="GPUs (or CPU processes) on this node; ignored under torchrun")
+    g.add_argument("--master-port", type=int, default=12354, help="Rendezvous port for --world-size > 1")
+    g.add_argument("--num-epochs", type=int, default=30)
+    g.add_argument("--start-epoch", type=int, default=1, help="Resume from epoch-(N-1).pt when N > 1")
+    g.add_argument("--start-batch", type=int, default=0, help="Resume from checkpoint-N.pt when N > 0 (overrides --start-epoch)")
+    g.add_argument("--exp-dir", type=Path, default=Path("exp"), help="Checkpoints, logs and tensorboard go here")
+    g.add_argument("--base-lr", type=float, default=0.045)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--accum-grad", type=int, default=1, help="Batches per optimizer step")
+    g.add_argument("--use-fp16", type=str2bool, default=False, help="float16 autocast with a GradScaler")
+    g.add_argument("--use-bf16", type=str2bool, default=False, help="bfloat16 autocast (no scaler needed)")
+    g.add_argument("--log-interval", type=int, default=50)
+    g.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches (and at each epoch end)")
+    g.add_argument("--save-every-n", type=int, default=4000, help="Write checkpoint-<batch>.pt every N batches")
+    g.add_argument("--keep-last-k", type=int, default=30, help="Keep this many checkpoint-<batch>.pt files")
+    g.add_argument("--average-period", type=int, default=200, help="Update the running-average model every N batches")
+    g.add_argument("--max-bad-batches", type=int, default=20, help="Stop after this many consecutive non-finite batches")
+    g.add_argument("--tensorboard", type=str2bool, default=True)
+
+
+def autocast_context(device: torch.device, use_fp16: bool, use_bf16: bool):
+    """Mixed-precision context (fp16 on CUDA; bf16 anywhere), or nothing."""
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if use_fp16:
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _step_scheduler_batch(scheduler, batch_idx_train: int) -> None:
+    if scheduler is None:
+        return
+    if hasattr(scheduler, "step_batch"):
+        scheduler.step_batch(batch_idx_train)
+    else:
+        scheduler.step()
+
+
+def _grads_finite(params: Iterable[torch.Tensor]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+class Trainer:
+    """Runs epochs ``params.start_epoch .. params.num_epochs`` (see module docstring).
+
+    Args:
+      params: AttributeDict with the options of ``add_training_arguments`` (exp_dir, ...).
+      model: the model, not yet wrapped in DDP; it is moved to ``device``.
+      optimizer, scheduler: built by the recipe from ``model.parameters()``.
+      compute_loss: ``(model, batch, is_training) -> (loss, info)``; ``loss`` is a scalar (a
+        sum over frames, as in icefall), ``info`` a MetricsTracker with ``frames`` and
+        optionally ``seconds`` (audio seconds, for throughput).
+      train_dl: iterable of batches; its ``sampler`` (if any) may have ``set_epoch`` and
+        ``state_dict``/``load_state_dict`` (lhotse samplers do).
+      valid_dl: optional validation loader.
+      after_step: optional callback ``(trainer) -> None`` after every optimizer step.
+    """
+
+    def __init__(
+        self,
+        params: AttributeDict,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        compute_loss: ComputeLoss,
+        train_dl: Iterable,
+        valid_dl: Optional[Iterable] = None,
+        device: torch.device = torch.device("cpu"),
+        rank: int = 0,
+        world_size: int = 1,
+        after_step: Optional[Callable[["Trainer"], None]] = None,
+    ):
+        defaults = dict(
+            num_epochs=1, start_epoch=1, start_batch=0, seed=42, accum_grad=1, use_fp16=False,
+            use_bf16=False, log_interval=50, valid_interval=3000, save_every_n=4000,
+            keep_last_k=30, average_period=200, max_bad_batches=20, tensorboard=True,
+            grad_scale_check_interval=100, min_grad_scale=1.0e-5, find_unused_parameters=False,
+        )
+        for k, v in defaults.items():
+            params.setdefault(k, v)
+        params.exp_dir = Path(params.exp_dir)
+        if params.use_fp16 and params.use_bf16:
+            raise ValueError("Choose one of --use-fp16 and --use-bf16")
+        if params.save_every_n % params.accum_grad != 0:
+            raise ValueError(
+                f"--save-every-n ({params.save_every_n}) must be a multiple of --accum-grad "
+                f"({params.accum_grad}) so that checkpoints fall on optimizer steps"
+            )
+        params.setdefault("batch_idx_train", 0)
+        params.setdefault("best_train_loss", float("inf"))
+        params.setdefault("best_valid_loss", float("inf"))
+        params.setdefault("best_train_epoch", -1)
+        params.setdefault("best_valid_epoch", -1)
+        self.params = params
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.compute_loss = compute_loss
+        self.train_dl = train_dl
+        self.valid_dl = valid_dl
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.after_step = after_step
+
+        model.to(device)
+        self.model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
+        # fp16 needs loss scaling; bf16 has fp32's range and does not.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=bool(params.use_fp16), init_scale=1.0)
+        self.model = model
+        self._resume_state: Optional[Dict[str, Any]] = None
+        self._load_resume_checkpoint()
+        if world_size > 1:
+            self.model = DDP(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=params.find_unused_parameters,
+            )
+        self.tb_writer = None
+        if rank == 0 and params.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
+        self.consecutive_bad = 0
+        self.num_bad_batches = 0
+        self._saved_bad_model = False
+
+    # ------------------------------------------------------------------ resume
+    @property
+    def sampler(self):
+        return getattr(self.train_dl, "sampler", None)
+
+    def _load_resume_checkpoint(self) -> None:
+        p = self.params
+        if p.start_batch > 0:
+            filename = p.exp_dir / f"checkpoint-{p.start_batch}.pt"
+        elif p.start_epoch > 1:
+            filename = p.exp_dir / f"epoch-{p.start_epoch - 1}.pt"
+        else:
+            return
+        ckpt = load_checkpoint(
+            filename, self.model, model_avg=self.model_avg, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.scaler,
+        )
+        saved = ckpt["params"]
+        for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch", "best_valid_epoch"):
+            if k in saved:
+                p[k] = saved[k]
+        if p.start_batch > 0:
+            # Mid-epoch: continue the saved epoch from the batch after the checkpoint.
+            p.start_epoch = saved["cur_epoch"]
+            self._resume_state = {
+                "batch_idx_in_epoch": saved["batch_idx_in_epoch"],
+                "sampler": ckpt.get("sampler"),
+                "rng": ckpt["rng"],
+            }
+        logging.info(
+            f"Resumed from {filename}: epoch {p.start_epoch}, batch_idx_train {p.batch_idx_train}"
+        )
+
+    def _epoch_batches(self, epoch: int):
+        """Iterator over the epoch's batches, fast-forwarded when resuming mid-epoch."""
+        fix_random_seed(self.params.seed + epoch - 1)
+        sampler = self.sampler
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch - 1)
+        resume, self._resume_state = self._resume_state, None
+        if resume is None:
+            return iter(self.train_dl), 0
+        skip = resume["batch_idx_in_epoch"]
+        if resume["sampler"] is not None and hasattr(sampler, "load_state_dict"):
+            # lhotse samplers fast-forward over metadata only, without loading audio.
+            sampler.load_state_dict(copy.deepcopy(resume["sampler"]))
+            it = iter(self.train_dl)
+        else:
+            it = iter(self.train_dl)
+            for _ in range(skip):
+                next(it)
+        set_rng_state(resume["rng"])
+        return it, skip
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> None:
+        p = self.params
+        for epoch in range(p.start_epoch, p.num_epochs + 1):
+            if self.scheduler is not None and hasattr(self.scheduler, "step_epoch"):
+                self.scheduler.step_epoch(epoch - 1)
+            p.cur_epoch = epoch
+            if self.tb_writer is not None:
+                self.tb_writer.add_scalar("train/epoch", epoch, p.batch_idx_train)
+            train_loss = self.train_one_epoch(epoch)
+            valid_loss = self.validate() if self.valid_dl is not None else None
+            self._save_epoch(epoch, train_loss, valid_loss)
+        if self.tb_writer is not None:
+            self.tb_writer.close()
+        logging.info("Done training")
+
+    def train_one_epoch(self, epoch: int) -> float:
+        """One epoch; returns the epoch's training loss per frame (reduced over ranks)."""
+        p = self.params
+        self.model.train()
+        batches, batch_idx = self._epoch_batches(epoch)
+        tot = MetricsTracker()
+        interval = MetricsTracker()
+        t_last_log = time.time()
+        for batch in batches:
+            batch_idx += 1
+            p.batch_idx_train += 1
+            p.batch_idx_in_epoch = batch_idx
+            is_step = p.batch_idx_train % p.accum_grad == 0
+            info = self._forward_backward(batch, is_step)
+            if info is not None:
+                tot = tot + info
+                interval = interval + info
+            if is_step:
+                self._optimizer_step()
+            if self.rank == 0 and p.batch_idx_train % p.average_period == 0:
+                update_averaged_model(p.batch_idx_train, p.average_period, self.model, self.model_avg)
+            if is_step and p.batch_idx_train % p.save_every_n == 0:
+                self._save_batch_checkpoint()
+            if batch_idx % p.log_interval == 0:
+                self._log_train(epoch, batch_idx, interval, time.time() - t_last_log)
+                interval = MetricsTracker()
+                t_last_log = time.time()
+            if p.batch_idx_train % p.valid_interval == 0 and self.valid_dl is not None:
+                self.validate()
+                self.model.train()
+        if p.batch_idx_train % p.accum_grad != 0:
+            self._optimizer_step()  # do not carry half-accumulated gradients into the next epoch
+        tot.reduce(self.device)
+        loss = tot["loss"] / max(tot["frames"], 1)
+        logging.info(f"Epoch {epoch} done: {tot}")
+        if self.tb_writer is not None:
+            tot.write_summary(self.tb_writer, "train/epoch_", p.batch_idx_train)
+        return loss
+
+    def _forward_backward(self, batch, is_step: bool) -> Optional[MetricsTracker]:
+        """Forward and backward of one batch; None when the loss was not finite (skipped)."""
+        p = self.params
+        # DDP: only all-reduce gradients on the batch that ends an accumulation window.
+        sync = self.model.no_sync() if (isinstance(self.model, DDP) and not is_step) else contextlib.nullcontext()
+        with sync:
+            with autocast_context(self.device, p.use_fp16, p.use_bf16):
+                loss, info = self.compute_loss(self.model, batch, True)
+            finite = torch.isfinite(loss.detach()).to(torch.float32)
+            if self.world_size > 1:
+                # Every rank must skip together or DDP's collectives would hang.
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() == 0:
+                self._count_bad_batch(f"non-finite loss {loss.item()}")
+                return None
+            self.scaler.scale(loss).backward()
+        return info
+
+    def _optimizer_step(self) -> None:
+        p = self.params
+        params = [q for q in self.model.parameters() if q.grad is not None]
+        if not params:
+            pass  # every batch of this accumulation window was skipped: nothing to apply
+        elif self.scaler.is_enabled():
+            scale_before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skips the step itself if grads are inf/nan
+            self.scaler.update()
+            if self.scaler.get_scale() < scale_before:
+                self._count_bad_batch(f"inf/nan gradients, grad scale {scale_before} -> {self.scaler.get_scale()}")
+            else:
+                self.consecutive_bad = 0
+            self._check_grad_scale()
+        elif _grads_finite(params):
+            self.optimizer.step()
+            self.consecutive_bad = 0
+        else:
+            self._count_bad_batch("non-finite gradients; optimizer step skipped")
+        self.optimizer.zero_grad(set_to_none=True)
+        _step_scheduler_batch(self.scheduler, p.batch_idx_train)
+        if self.after_step is not None:
+            self.after_step(self)
+
+    def _count_bad_batch(self, why: str) -> None:
+        self.consecutive_bad += 1
+        self.num_bad_batches += 1
+        logging.warning(
+            f"batch {self.params.batch_idx_train}: {why} (skipped; {self.consecutive_bad} in a row, "
+            f"{self.num_bad_batches} in all)"
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.consecutive_bad >= self.params.max_bad_batches:
+            path = self.save_bad_model()
+            raise TrainingError(
+                f"{self.consecutive_bad} consecutive batches with non-finite loss or gradients; "
+                f"stopping. The model is saved in {path}. Try a lower --base-lr, --use-bf16 "
+                f"instead of --use-fp16, or check the data of the last batches."
+            )
+
+    def _check_grad_scale(self) -> None:
+        """Recover a collapsing fp16 grad scale; stop with a saved model if it keeps collapsing."""
+        p = self.params
+        if p.batch_idx_train % p.grad_scale_check_interval != 0:
+            return
+        scale = self.scaler.get_scale()
+        # A scale stuck low after transient overflows costs precision: push it back up.
+        if scale < 8.0 or (scale < 32.0 and p.batch_idx_train % (4 * p.grad_scale_check_interval) == 0):
+            self.scaler.update(scale * 2.0)
+        if scale < 0.01 and not self._saved_bad_model:
+            self.save_bad_model(suffix="-first-warning")
+            self._saved_bad_model = True
+            logging.warning(f"Grad scale is small: {scale}")
+        if scale < p.min_grad_scale:
+            path = self.save_bad_model()
+            raise TrainingError(
+                f"fp16 grad scale collapsed to {scale} (< {p.min_grad_scale}); the model is saved "
+                f"in {path}. Training diverges in fp16: try --use-bf16, a lower --base-lr, or "
+                f"fp32."
+            )
+
+    # ------------------------------------------------------------------ validation / logging
+    @torch.no_grad()
+    def validate(self) -> float:
+        p = self.params
+        self.model.eval()
+        tot = MetricsTracker()
+        for batch in self.valid_dl:
+            with autocast_context(self.device, p.use_fp16, p.use_bf16):
+                loss, info = self.compute_loss(self.model, batch, False)
+            tot = tot + info
+        tot.reduce(self.device)
+        loss = tot["loss"] / max(tot["frames"], 1)
+        if loss < p.best_valid_loss:
+            p.best_valid_loss = loss
+            p.best_valid_epoch = p.get("cur_epoch", 0)
+        logging.info(f"Validation at batch {p.batch_idx_train}: {tot}; best valid loss {p.best_valid_loss:.4g}")
+        if self.tb_writer is not None:
+            tot.write_summary(self.tb_writer, "train/valid_", p.batch_idx_train)
+        return loss
+
+    def _log_train(self, epoch: int, batch_idx: int, info: MetricsTracker, elapsed: float) -> None:
+        p = self.params
+        lr = self._current_lr()
+        msg = f"Epoch {epoch}, batch {batch_idx}, global {p.batch_idx_train}: {info}, lr {lr:.3g}"
+        if info["seconds"] > 0 and elapsed > 0:
+            # per rank; multiply by world size for the job's throughput
+            msg += f", {info['seconds'] / elapsed:.1f} audio s/s"
+        if self.scaler.is_enabled():
+            msg += f", grad scale {self.scaler.get_scale():.3g}"
+        logging.info(msg)
+        if self.tb_writer is not None:
+            self.tb_writer.add_scalar("train/learning_rate", lr, p.batch_idx_train)
+            info.write_summary(self.tb_writer, "train/current_", p.batch_idx_train)
+            if self.scaler.is_enabled():
+                self.tb_writer.add_scalar("train/grad_scale", self.scaler.get_scale(), p.batch_idx_train)
+
+    def _current_lr(self) -> float:
+        if self.scheduler is not None and hasattr(self.scheduler, "get_last_lr"):
+            return float(self.scheduler.get_last_lr()[0])
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> Dict[str, Any]:
+        return dict(
+            model=self.model, model_avg=self.model_avg, params=self.params,
+            optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
+            scaler=self.scaler, rank=self.rank,
+        )
+
+    def _save_batch_checkpoint(self) -> None:
+        p = self.params
+        save_checkpoint_with_global_batch_idx(p.exp_dir, p.batch_idx_train, **self._state())
+        remove_checkpoints(p.exp_dir, topk=p.keep_last_k, rank=self.rank)
+
+    def _save_epoch(self, epoch: int, train_loss: float, valid_loss: Optional[float]) -> None:
+        p = self.params
+        p.batch_idx_in_epoch = 0
+        if train_loss < p.best_train_loss:
+            p.best_train_loss, p.best_train_epoch = train_loss, epoch
+        filename = p.exp_dir / f"epoch-{epoch}.pt"
+        save_checkpoint(filename, **self._state())
+        if self.rank != 0:
+            return
+        if p.best_train_epoch == epoch:
+            copy_checkpoint(filename, p.exp_dir / "best-train-loss.pt")
+        if valid_loss is not None and p.best_valid_epoch == epoch and math.isfinite(valid_loss):
+            copy_checkpoint(filename, p.exp_dir / "best-valid-loss.pt")
+
+    def save_bad_model(self, suffix: str = "") -> Path:
+        path = self.params.exp_dir / f"bad-model{suffix}-{self.rank}.pt"
+        save_checkpoint(path, **{**self._state(), "rank": 0})
+        return path
