@@ -1,0 +1,219 @@
+"""HuBERT-style masked prediction (k2SSL) over any front end and encoder.
+
+    source ─ front end ─ LayerNorm ─ (feature penalty) ─ proj ─ dropout ─ mask ─ encoder ─ head
+                                                         masked frames <- learned mask embedding
+
+The head scores only the frames that count: the encoder output of masked frames (and of
+unmasked ones when ``pred_nomask_weight > 0``) is gathered *before* the projection, so a batch
+never materialises a (B, T, num_classes) logit tensor. Two heads:
+
+- ``cosine`` (fairseq HuBERT): cosine similarity between ``final_proj(x)`` and one learned
+  embedding per class, divided by ``logit_temp`` (0.1);
+- ``linear``: a plain linear classifier.
+
+Labels come at ``label_rate`` Hz (50 for layer k-means, 100 for MFCC k-means of iteration 1)
+and are subsampled to the encoder's frame rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icefall.ssl.masking import compute_mask
+from icefall.utils import make_pad_mask
+
+IGNORE_ID = -100
+
+
+@dataclass
+class HubertConfig:
+    num_classes: int = 500
+    label_rate: float = 50.0
+    frame_rate: float = 50.0
+    mask_prob: float = 0.8
+    mask_length: int = 10
+    min_masks: int = 2
+    head: str = "cosine"  # or "linear"
+    final_dim: int = 256
+    logit_temp: float = 0.1
+    feature_pen_weight: float = 10.0
+    dropout_input: float = 0.1
+    pred_masked_weight: float = 1.0
+    pred_nomask_weight: float = 0.0
+
+
+class HubertModel(nn.Module):
+    """Masked prediction of discrete labels.
+
+    Args:
+      frontend: ``(source, source_lens) -> (feats (B,T,frontend_dim), lens)``; waveform CNN or
+        fbank subsampling.
+      frontend_dim: channel count of the front-end output.
+      encoder: ``(x (B,T,encoder_in_dim), lens) -> (out (B,T,encoder.output_dim), lens)``,
+        with ``return_hidden=True`` adding per-layer outputs. Must keep the frame rate (SSL).
+      encoder_in_dim: input width of the encoder.
+      cfg: HubertConfig.
+    """
+
+    def __init__(
+        self,
+        frontend: nn.Module,
+        frontend_dim: int,
+        encoder: nn.Module,
+        encoder_in_dim: int,
+        cfg: HubertConfig = HubertConfig(),
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = frontend
+        self.encoder = encoder
+        self.layer_norm = nn.LayerNorm(frontend_dim)
+        self.post_extract_proj = (
+            nn.Linear(frontend_dim, encoder_in_dim) if frontend_dim != encoder_in_dim else nn.Identity()
+        )
+        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.mask_emb = nn.Parameter(torch.empty(encoder_in_dim).uniform_())
+        out_dim = encoder.output_dim
+        if cfg.head == "cosine":
+            self.final_proj = nn.Linear(out_dim, cfg.final_dim)
+            self.label_embs = nn.Parameter(torch.empty(cfg.num_classes, cfg.final_dim).uniform_())
+        elif cfg.head == "linear":
+            self.final_proj = nn.Linear(out_dim, cfg.num_classes)
+            self.label_embs = None
+        else:
+            raise ValueError(f"Unknown head {cfg.head!r}; use 'cosine' or 'linear'")
+
+    # ------------------------------------------------------------------ features
+    def frontend_features(
+        self, source: torch.Tensor, source_lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Front end + LayerNorm.
+
+        Returns:
+          feats (B,T,frontend_dim), lens (B,), feature penalty (mean squared front-end output).
+        """
+        feats, lens = self.frontend(source, source_lens)
+        valid = ~make_pad_mask(lens, feats.shape[1])
+        pen = feats[valid].float().pow(2).mean()
+        return self.layer_norm(feats), lens, pen
+
+    def encode(
+        self,
+        source: torch.Tensor,
+        source_lens: torch.Tensor,
+        mask: bool = False,
+        return_hidden: bool = False,
+        mask_prob: Optional[float] = None,
+        mask_length: Optional[int] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Encoder output, optionally with span masking (training) and per-layer outputs.
+
+        Returns a dict with ``out`` (B,T,D), ``lens`` (B,), ``mask`` (B,T) bool or None,
+        ``feature_pen`` (scalar) and, with ``return_hidden``, ``hidden`` (list of (B,T,D_l)).
+        """
+        feats, lens, pen = self.frontend_features(source, source_lens)
+        x = self.dropout_input(self.post_extract_proj(feats))
+        time_mask = None
+        if mask:
+            time_mask = compute_mask(
+                x.shape[:2],
+                lens,
+                mask_prob if mask_prob is not None else self.cfg.mask_prob,
+                mask_length if mask_length is not None else self.cfg.mask_length,
+                self.cfg.min_masks,
+            ).to(x.device)
+            x = torch.where(time_mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        if return_hidden:
+            out, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
+        else:
+            out, out_lens = self.encoder(x, lens)
+            hidden = None
+        result = {"out": out, "lens": out_lens, "mask": time_mask, "feature_pen": pen}
+        if hidden is not None:
+            result["hidden"] = hidden
+        return result
+
+    # ------------------------------------------------------------------ loss
+    def align_labels(self, labels: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Labels (B, T_label) at label_rate -> (B, num_frames) at frame_rate (IGNORE_ID pads)."""
+        ratio = self.cfg.label_rate / self.cfg.frame_rate
+        if ratio != 1.0:
+            idx = (torch.arange(num_frames, device=labels.device) * ratio).long()
+            idx = idx[idx < labels.shape[1]]
+            labels = labels[:, idx]
+        if labels.shape[1] < num_frames:
+            labels = F.pad(labels, (0, num_frames - labels.shape[1]), value=IGNORE_ID)
+        return labels[:, :num_frames]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) encoder frames -> (N, num_classes) logits."""
+        proj = self.final_proj(x)
+        if self.label_embs is None:
+            return proj
+        # cosine similarity to each class embedding, scaled by 1/temperature
+        proj = F.normalize(proj.float(), dim=-1)
+        embs = F.normalize(self.label_embs.float(), dim=-1)
+        return proj @ embs.t() / self.cfg.logit_temp
+
+    def forward(
+        self, source: torch.Tensor, source_lens: torch.Tensor, labels: torch.Tensor
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Masked-prediction loss.
+
+        Args:
+          source: (B, N) waveform or (B, T, 80) fbank, as the front end expects.
+          source_lens: (B,) valid samples/frames.
+          labels: (B, T_label) int64 at ``label_rate``, IGNORE_ID (-100) at padding.
+        Returns:
+          loss: scalar, summed over scored frames (cross-entropy) plus the feature penalty
+            scaled by the number of masked frames (as fairseq does).
+          stats: python floats ``loss_m``, ``correct_m``, ``count_m`` (masked frames),
+            ``loss_u``/``correct_u``/``count_u`` (unmasked, when scored), ``feature_pen``.
+        """
+        enc = self.encode(source, source_lens, mask=True)
+        out, lens, time_mask = enc["out"], enc["lens"], enc["mask"]
+        T = out.shape[1]
+        targets = self.align_labels(labels, T)
+        valid = (~make_pad_mask(lens, T)) & (targets != IGNORE_ID)
+        stats: Dict[str, float] = {}
+        loss = out.new_zeros((), dtype=torch.float32)
+        for name, weight, sel in (
+            ("m", self.cfg.pred_masked_weight, valid & time_mask),
+            ("u", self.cfg.pred_nomask_weight, valid & ~time_mask),
+        ):
+            if weight <= 0:
+                continue  # frames with weight 0 cost nothing: no gather, no logits
+            logits = self.logits(out[sel])
+            tgt = targets[sel]
+            ce = F.cross_entropy(logits.float(), tgt, reduction="sum")
+            loss = loss + weight * ce
+            stats[f"loss_{name}"] = ce.detach().item()
+            stats[f"correct_{name}"] = (logits.argmax(-1) == tgt).sum().item()
+            stats[f"count_{name}"] = float(tgt.numel())
+        num_masked = stats.get("count_m", float((valid & time_mask).sum().item()))
+        if self.cfg.feature_pen_weight > 0:
+            loss = loss + self.cfg.feature_pen_weight * enc["feature_pen"] * num_masked
+        stats["feature_pen"] = enc["feature_pen"].detach().item()
+        return loss, stats
+
+    @torch.no_grad()
+    def extract_features(
+        self, source: torch.Tensor, source_lens: torch.Tensor, layers: Optional[List[int]] = None
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Unmasked per-layer outputs for k-means, units or probing.
+
+        Returns:
+          a list with the front-end features (index 0, after projection) followed by each encoder
+          layer output (indices 1..L), restricted to ``layers`` when given; and lens (B,).
+        """
+        feats, lens, _ = self.frontend_features(source, source_lens)
+        x = self.post_extract_proj(feats)
+        _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
+        all_layers = [x] + list(hidden)
+        if layers is not None:
+            all_layers = [all_layers[i] for i in layers]
+        return all_layers, out_lens
