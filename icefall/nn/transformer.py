@@ -1,0 +1,179 @@
+"""wav2vec 2.0 / HuBERT Transformer encoder, batch-first.
+
+Input: projected front-end features (B, T, D).  Pipeline: zero padded frames -> add a
+convolutional positional embedding (weight-normed grouped Conv1d, kernel 128, 16 groups, GELU)
+-> [post-norm: LayerNorm] -> dropout -> N layers -> [pre-norm: final LayerNorm].
+
+Layers are post-norm (Base: x = LN(x + MHA(x)); x = LN(x + FFN(x))) or pre-norm (Large:
+x = x + MHA(LN(x)); x = x + FFN(LN(x))).  Layer drop skips whole layers while training.
+``qkv_bias=False`` removes the Q/K/V biases (SpidR).
+
+Parameter names mirror fairseq's ``TransformerEncoder`` (``pos_conv``, ``layers.N.self_attn.
+{q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``,
+``layer_norm``) so a fairseq HuBERT state dict maps with a few renames (docs/encoders.md).
+"""
+import math
+import random
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from icefall.nn.scaling import make_pad_mask
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """x (B, T, D) -> GELU(weight_norm(Conv1d(D, D, kernel, groups))(x)) trimmed to T frames.
+
+    Weight norm is over dim 2 (one gain per kernel tap), as in fairseq.  An even kernel with
+    padding kernel//2 gives T+1 frames; the last is dropped ("SamePad").
+    """
+
+    def __init__(self, embed_dim: int, kernel_size: int = 128, groups: int = 16):
+        super().__init__()
+        conv = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=groups)
+        nn.init.normal_(conv.weight, mean=0.0, std=math.sqrt(4.0 / (kernel_size * embed_dim)))
+        nn.init.zeros_(conv.bias)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.remove = 1 if kernel_size % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.transpose(1, 2))
+        if self.remove:
+            y = y[..., : -self.remove]
+        return nn.functional.gelu(y).transpose(1, 2)
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with separate q/k/v/out projections (fairseq names)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, qkv_bias: bool = True):
+        super().__init__()
+        assert embed_dim % num_heads == 0
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        # fairseq init: xavier with gain 1/sqrt(2) for q/k/v
+        for lin in (self.k_proj, self.v_proj, self.q_proj):
+            nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = may attend."""
+        B, T, D = x.shape
+        H = self.num_heads
+
+        def heads(t: Tensor) -> Tensor:
+            return t.reshape(B, T, H, D // H).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """One wav2vec 2.0 / HuBERT layer; ``layer_norm_first`` selects pre-norm (Large)."""
+
+    def __init__(self, embed_dim: int = 768, ffn_dim: int = 3072, num_heads: int = 12,
+                 dropout: float = 0.1, attention_dropout: float = 0.1, activation_dropout: float = 0.0,
+                 layer_norm_first: bool = False, qkv_bias: bool = True):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.self_attn = MultiheadSelfAttention(embed_dim, num_heads, attention_dropout, qkv_bias)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc2(self.activation_dropout(nn.functional.gelu(self.fc1(x)))))
+
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, D) -> (B, T, D)."""
+        if self.layer_norm_first:
+            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), attn_mask))
+            return x + self._ffn(self.final_layer_norm(x))
+        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attn_mask)))
+        return self.final_layer_norm(x + self._ffn(x))
+
+
+class TransformerEncoder(nn.Module):
+    """HuBERT / wav2vec 2.0 encoder: (B, T, D) features -> (B, T, D), lengths unchanged.
+
+    Args:
+      embed_dim, ffn_dim, num_heads, num_layers: 768/3072/12/12 (Base), 1024/4096/16/24 (Large).
+      layer_norm_first: pre-norm layers (Large) instead of post-norm (Base).
+      dropout, attention_dropout, activation_dropout: as fairseq.
+      layerdrop: probability of skipping each layer while training (same for the whole batch).
+      conv_pos, conv_pos_groups: positional convolution kernel and groups (128, 16).
+      qkv_bias: False removes Q/K/V biases (SpidR).
+    """
+
+    def __init__(self, embed_dim: int = 768, ffn_dim: int = 3072, num_heads: int = 12,
+                 num_layers: int = 12, layer_norm_first: bool = False, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, activation_dropout: float = 0.0,
+                 layerdrop: float = 0.05, conv_pos: int = 128, conv_pos_groups: int = 16,
+                 qkv_bias: bool = True):
+        super().__init__()
+        self.input_dim = self.output_dim = embed_dim
+        self.layer_norm_first = layer_norm_first
+        self.layerdrop = layerdrop
+        self.pos_conv = ConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups)
+        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(embed_dim, ffn_dim, num_heads, dropout, attention_dropout,
+                                    activation_dropout, layer_norm_first, qkv_bias)
+            for _ in range(num_layers)
+        )
+        self._init_bert_params()
+
+    def _init_bert_params(self) -> None:
+        # BERT-style init of the layers' linear maps (fairseq init_bert_params): N(0, 0.02).
+        for layer in self.layers:
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                        layer.self_attn.out_proj, layer.fc1, layer.fc2):
+                nn.init.normal_(lin.weight, mean=0.0, std=0.02)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+
+    def forward(
+        self, x: Tensor, x_lens: Tensor, return_hidden: bool = False
+    ) -> Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, List[Tensor]]]:
+        """
+        Args:
+          x: (B, T, D) features; x_lens: (B,) valid frames.
+        Returns:
+          out (B, T, D) zero at padding, out_lens (= x_lens), and with ``return_hidden`` the
+          list of each layer's output (B, T, D) (before the final LayerNorm of pre-norm models).
+        """
+        pad = make_pad_mask(x_lens, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+        # Zero padding before the positional conv so it sees what an unpadded utterance sees.
+        x = x.masked_fill(pad, 0.0)
+        x = x + self.pos_conv(x)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+
+        attn_mask = ~pad.squeeze(-1)[:, None, None, :]  # (B, 1, 1, T), True = attend
+        hidden: List[Tensor] = []
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0 and random.random() < self.layerdrop:
+                if return_hidden:
+                    hidden.append(x.masked_fill(pad, 0.0))
+                continue
+            x = layer(x, attn_mask)
+            if return_hidden:
+                hidden.append(x.masked_fill(pad, 0.0))
+        if self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = x.masked_fill(pad, 0.0)
+        return (x, x_lens, hidden) if return_hidden else (x, x_lens)
