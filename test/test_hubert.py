@@ -9,14 +9,23 @@ from icefall.ssl.hubert import IGNORE_ID, HubertConfig, HubertModel
 
 
 class ToyFrontend(nn.Module):
-    """(B, T, 6) -> (B, T, 8): a per-frame linear map (keeps lengths)."""
+    """(B, T, 6) -> (B, T, 16) like the wav2vec2 front end: raw features, then a projection."""
+
+    output_dim = 16
 
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(6, 8)
+        self.proj = nn.Linear(8, 16)
+
+    def cnn_features(self, x, lens):
+        return self.lin(x), lens
+
+    def project(self, raw):
+        return self.proj(raw)
 
     def forward(self, x, lens):
-        return self.lin(x), lens
+        return self.project(self.lin(x)), lens
 
 
 class ToyEncoder(nn.Module):
@@ -35,20 +44,21 @@ class ToyEncoder(nn.Module):
 
 def make(head="cosine", **kw):
     torch.manual_seed(0)
-    cfg = HubertConfig(num_classes=7, head=head, final_dim=5, dropout_input=0.0, mask_prob=0.5,
-                       mask_length=3, **kw)
-    return HubertModel(ToyFrontend(), 8, ToyEncoder(), 16, cfg)
+    cfg = HubertConfig(num_classes=7, head=head, final_dim=5, mask_prob=0.5, mask_length=3, **kw)
+    return HubertModel(ToyFrontend(), ToyEncoder(), cfg)
 
 
 def naive_loss(model, source, lens, labels, mask):
     """Logits for every frame and class, then pick the masked valid frames."""
-    feats, _, pen = model.frontend_features(source, lens)
-    x = model.post_extract_proj(feats)
+    raw = model.frontend.lin(source)
+    valid = torch.arange(source.shape[1])[None] < lens[:, None]
+    pen = raw[valid].pow(2).mean()
+    x = model.frontend.proj(raw)
     x = torch.where(mask.unsqueeze(-1), model.mask_emb, x)
     out, _ = model.encoder(x, lens)
     proj = model.final_proj(out)  # (B, T, final_dim or V)
-    if model.label_embs is not None:
-        logits = F.cosine_similarity(proj.unsqueeze(2), model.label_embs[None, None], dim=-1) / 0.1
+    if model.label_embs_concat is not None:
+        logits = F.cosine_similarity(proj.unsqueeze(2), model.label_embs_concat[None, None], dim=-1) / 0.1
     else:
         logits = proj
     B, T = mask.shape
@@ -108,7 +118,7 @@ def test_gradients_reach_mask_embedding_and_label_embeddings():
     loss, _ = model(torch.randn(2, 20, 6), torch.tensor([20, 20]), torch.randint(0, 7, (2, 20)))
     loss.backward()
     assert model.mask_emb.grad.abs().sum() > 0
-    assert model.label_embs.grad.abs().sum() > 0
+    assert model.label_embs_concat.grad.abs().sum() > 0
 
 
 def test_extract_features_layers():

@@ -41,7 +41,6 @@ class HubertConfig:
     final_dim: int = 256
     logit_temp: float = 0.1
     feature_pen_weight: float = 10.0
-    dropout_input: float = 0.1
     pred_masked_weight: float = 1.0
     pred_nomask_weight: float = 0.0
 
@@ -50,40 +49,33 @@ class HubertModel(nn.Module):
     """Masked prediction of discrete labels.
 
     Args:
-      frontend: ``(source, source_lens) -> (feats (B,T,frontend_dim), lens)``; waveform CNN or
-        fbank subsampling.
-      frontend_dim: channel count of the front-end output.
-      encoder: ``(x (B,T,encoder_in_dim), lens) -> (out (B,T,encoder.output_dim), lens)``,
-        with ``return_hidden=True`` adding per-layer outputs. Must keep the frame rate (SSL).
-      encoder_in_dim: input width of the encoder.
+      frontend: ``(source, source_lens) -> (x (B,T,D_in), lens)`` with ``output_dim`` = D_in, the
+        encoder's input width (``icefall.nn.frontend``: the wav2vec2 CNN with its LayerNorm and
+        projection, or fbank Conv2d subsampling). A front end with ``cnn_features``/``project``
+        gets the feature penalty on its raw CNN output, as fairseq does.
+      encoder: ``(x (B,T,D_in), lens) -> (out (B,T,encoder.output_dim), lens)``, with
+        ``return_hidden=True`` adding per-layer outputs. Must keep the frame rate (SSL).
       cfg: HubertConfig.
+
+    Parameter names follow fairseq HuBERT where they exist (``mask_emb``, ``final_proj``,
+    ``label_embs_concat``), so that its checkpoints map onto this model.
     """
 
-    def __init__(
-        self,
-        frontend: nn.Module,
-        frontend_dim: int,
-        encoder: nn.Module,
-        encoder_in_dim: int,
-        cfg: HubertConfig = HubertConfig(),
-    ):
+    def __init__(self, frontend: nn.Module, encoder: nn.Module, cfg: HubertConfig = HubertConfig()):
         super().__init__()
         self.cfg = cfg
         self.frontend = frontend
         self.encoder = encoder
-        self.layer_norm = nn.LayerNorm(frontend_dim)
-        self.post_extract_proj = (
-            nn.Linear(frontend_dim, encoder_in_dim) if frontend_dim != encoder_in_dim else nn.Identity()
-        )
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
-        self.mask_emb = nn.Parameter(torch.empty(encoder_in_dim).uniform_())
+        self.mask_emb = nn.Parameter(torch.empty(frontend.output_dim).uniform_())
         out_dim = encoder.output_dim
         if cfg.head == "cosine":
             self.final_proj = nn.Linear(out_dim, cfg.final_dim)
-            self.label_embs = nn.Parameter(torch.empty(cfg.num_classes, cfg.final_dim).uniform_())
+            self.label_embs_concat = nn.Parameter(
+                torch.empty(cfg.num_classes, cfg.final_dim).uniform_()
+            )
         elif cfg.head == "linear":
             self.final_proj = nn.Linear(out_dim, cfg.num_classes)
-            self.label_embs = None
+            self.label_embs_concat = None
         else:
             raise ValueError(f"Unknown head {cfg.head!r}; use 'cosine' or 'linear'")
 
@@ -91,15 +83,20 @@ class HubertModel(nn.Module):
     def frontend_features(
         self, source: torch.Tensor, source_lens: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Front end + LayerNorm.
+        """Front end output and the feature penalty.
 
         Returns:
-          feats (B,T,frontend_dim), lens (B,), feature penalty (mean squared front-end output).
+          x (B,T,D_in), lens (B,), feature penalty (mean square of the valid raw features).
         """
-        feats, lens = self.frontend(source, source_lens)
-        valid = ~make_pad_mask(lens, feats.shape[1])
-        pen = feats[valid].float().pow(2).mean()
-        return self.layer_norm(feats), lens, pen
+        if hasattr(self.frontend, "cnn_features"):
+            raw, lens = self.frontend.cnn_features(source, source_lens)
+            x = self.frontend.project(raw)
+        else:
+            x, lens = self.frontend(source, source_lens)
+            raw = x
+        valid = ~make_pad_mask(lens, raw.shape[1])
+        pen = raw[valid].float().pow(2).mean()
+        return x, lens, pen
 
     def encode(
         self,
@@ -115,8 +112,7 @@ class HubertModel(nn.Module):
         Returns a dict with ``out`` (B,T,D), ``lens`` (B,), ``mask`` (B,T) bool or None,
         ``feature_pen`` (scalar) and, with ``return_hidden``, ``hidden`` (list of (B,T,D_l)).
         """
-        feats, lens, pen = self.frontend_features(source, source_lens)
-        x = self.dropout_input(self.post_extract_proj(feats))
+        x, lens, pen = self.frontend_features(source, source_lens)
         time_mask = None
         if mask:
             time_mask = compute_mask(
@@ -152,11 +148,11 @@ class HubertModel(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) encoder frames -> (N, num_classes) logits."""
         proj = self.final_proj(x)
-        if self.label_embs is None:
+        if self.label_embs_concat is None:
             return proj
         # cosine similarity to each class embedding, scaled by 1/temperature
         proj = F.normalize(proj.float(), dim=-1)
-        embs = F.normalize(self.label_embs.float(), dim=-1)
+        embs = F.normalize(self.label_embs_concat.float(), dim=-1)
         return proj @ embs.t() / self.cfg.logit_temp
 
     def forward(
@@ -207,11 +203,10 @@ class HubertModel(nn.Module):
         """Unmasked per-layer outputs for k-means, units or probing.
 
         Returns:
-          a list with the front-end features (index 0, after projection) followed by each encoder
-          layer output (indices 1..L), restricted to ``layers`` when given; and lens (B,).
+          a list with the front-end output (index 0) followed by each encoder layer output
+          (indices 1..L), restricted to ``layers`` when given; and lens (B,).
         """
-        feats, lens, _ = self.frontend_features(source, source_lens)
-        x = self.post_extract_proj(feats)
+        x, lens, _ = self.frontend_features(source, source_lens)
         _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
         all_layers = [x] + list(hidden)
         if layers is not None:
