@@ -267,3 +267,18 @@ def test_toy_model_reaches_target_sparsity_and_solves_task(target, toy_baseline)
     remove_gates(model)
     zeros = sum(int((model[i].weight == 0).sum()) for i in (0, 2, 4))
     assert zeros / (16 * 64 + 64 * 64 + 64 * 4) == pytest.approx(overall, abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gates_on_cuda_match_cpu():
+    torch.manual_seed(5)
+    cpu = _gated(torch.randn(6, 5) * 0.5, torch.randn(6), 0.3, tau=0.2)
+    gpu = _gated(cpu.weight.detach().cuda(), cpu.bias.detach().cuda(), 0.3, tau=0.2).cuda()
+    x = torch.randn(4, 5)
+    y_cpu, y_gpu = cpu(x), gpu(x.cuda())
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu)
+    y_cpu.square().sum().backward()
+    y_gpu.square().sum().backward()
+    torch.testing.assert_close(gpu.weight.grad.cpu(), cpu.weight.grad)
+    torch.testing.assert_close(gpu.threshold.grad.cpu(), cpu.threshold.grad)
+    assert current_sparsity(nn.Sequential(gpu)) == current_sparsity(nn.Sequential(cpu))

@@ -30,12 +30,8 @@ class FixedMaskLinear(MaskedLinear):
         """Wrap ``lin`` (sharing its Parameters) with ``mask`` (bool, shape of lin.weight)."""
         if mask.shape != lin.weight.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != weight {tuple(lin.weight.shape)}")
-        m = cls.__new__(cls)
-        nn.Module.__init__(m)
-        m.in_features, m.out_features = lin.in_features, lin.out_features
-        m.weight, m.bias = lin.weight, lin.bias
+        m = cls._sharing(lin)
         m.register_buffer("weight_mask", mask.to(device=lin.weight.device, dtype=torch.bool))
-        m.train(lin.training)
         return m
 
     def mask(self) -> torch.Tensor:

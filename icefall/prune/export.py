@@ -43,15 +43,15 @@ def folded_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def _encode(t: torch.Tensor) -> Union[torch.Tensor, Dict[str, Any]]:
+    t = t.detach().cpu()  # the file never depends on the device the model was on
     if not t.is_floating_point() or t.numel() == 0:
         return t
-    nz = (t != 0).flatten().cpu()
-    nnz = int(nz.sum())
-    sparse_bytes = (t.numel() + 7) // 8 + nnz * t.element_size()
+    nz = (t != 0).flatten()
+    sparse_bytes = (t.numel() + 7) // 8 + int(nz.sum()) * t.element_size()
     if sparse_bytes >= t.numel() * t.element_size():
         return t
     bitmap = torch.from_numpy(np.packbits(nz.numpy()))
-    return {"shape": list(t.shape), "bitmap": bitmap, "values": t.flatten().cpu()[nz]}
+    return {"shape": list(t.shape), "bitmap": bitmap, "values": t.flatten()[nz]}
 
 
 def _decode(e: Union[torch.Tensor, Dict[str, Any]]) -> torch.Tensor:

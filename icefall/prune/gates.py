@@ -59,6 +59,17 @@ class MaskedLinear(nn.Linear):
     Shapes as nn.Linear: input (..., in_features) -> output (..., out_features).
     """
 
+    @classmethod
+    def _sharing(cls, lin: nn.Linear) -> "MaskedLinear":
+        """An instance that shares ``lin``'s weight and bias Parameters (no copy, no init);
+        subclasses add their own state."""
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.in_features, m.out_features = lin.in_features, lin.out_features
+        m.weight, m.bias = lin.weight, lin.bias
+        m.train(lin.training)
+        return m
+
     def mask(self) -> torch.Tensor:
         """The mask applied in forward, shape (out_features, in_features)."""
         raise NotImplementedError
@@ -128,15 +139,11 @@ class GatedLinear(MaskedLinear):
                     ) -> "GatedLinear":
         """Wrap an existing layer, sharing its weight and bias Parameters (optimizers and
         references to them stay valid)."""
-        g = cls.__new__(cls)
-        nn.Module.__init__(g)
-        g.in_features, g.out_features = lin.in_features, lin.out_features
-        g.weight, g.bias = lin.weight, lin.bias
+        g = cls._sharing(lin)
         g.threshold = nn.Parameter(
             torch.tensor(float(threshold_init), device=lin.weight.device, dtype=lin.weight.dtype)
         )
         g.tau = float(tau)
-        g.train(lin.training)
         return g
 
     def soft_mask(self) -> torch.Tensor:
