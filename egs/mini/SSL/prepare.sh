@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Prepares the mini corpus (synthesized offline with espeak-ng). Run from egs/mini/SSL:
+#
+#   ./prepare.sh [--stage N] [--stop-stage M] [--tiny] [--seed S] [--num-workers W]
+#
+# Stages (each is skipped when its outputs exist, so re-running is cheap):
+#   1  synthesize audio + lhotse manifests        -> download/mini/, data/manifests/
+#   2  validate manifests (lhotse.qa, alignments) and print the corpus sizes
+#   3  fbank (80-dim, 100 Hz, lilcom)             -> data/fbank/mini_cuts_<split>.jsonl.gz
+#   4  token sets: BPE and characters             -> data/lang_bpe_<N>/, data/lang_char/
+#
+# --tiny makes a few dozen short utterances (for tests). Tiny and full outputs use the same
+# paths: use a fresh directory (or remove data/ and download/) to switch size.
+# docs/mini-corpus.md describes the corpus.
+set -euo pipefail
+
+stage=1
+stop_stage=100
+tiny=false
+seed=0
+num_workers=2
+lang=en
+vocab_sizes=""
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --tiny) tiny=true; shift ;;
+    --seed) seed=$2; shift 2 ;;
+    --num-workers) num_workers=$2; shift 2 ;;
+    --lang) lang=$2; shift 2 ;;
+    --vocab-sizes) vocab_sizes=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 1 ;;
+  esac
+done
+
+if $tiny; then size=tiny; else size=full; fi
+# A tiny transcript set cannot support a large BPE vocabulary.
+if [ -z "$vocab_sizes" ]; then
+  if $tiny; then vocab_sizes="64"; else vocab_sizes="256"; fi
+fi
+
+splits="train-unlabeled train-labeled dev test"
+manifests=data/manifests
+fbank=data/fbank
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+log "size=$size lang=$lang seed=$seed stages $stage..$stop_stage"
+mkdir -p $manifests
+
+# Refuse to mix sizes in one directory: the markers say which size is there.
+for other in tiny full; do
+  if [ $other != $size ] && [ -f $manifests/.mini.$other.done ]; then
+    log "data/ holds the $other corpus; remove data/ and download/ (or use another directory)"
+    exit 1
+  fi
+done
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: synthesize the $size mini corpus"
+  if [ ! -f $manifests/.mini.$size.done ]; then
+    python -m icefall.data.corpus --out-dir download/mini --manifest-dir $manifests \
+      --size $size --lang $lang --seed $seed --num-workers $num_workers
+    touch $manifests/.mini.$size.done
+  else
+    log "  done before ($manifests/.mini.$size.done)"
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: validate manifests"
+  python -m icefall.data.corpus --manifest-dir $manifests --validate
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: compute fbank"
+  python -m icefall.data.features --manifest-dir $manifests --fbank-dir $fbank \
+    --prefix mini --splits $splits --num-jobs $num_workers
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: token sets (BPE: $vocab_sizes; characters)"
+  # The text of both training splits: the unlabeled split's transcripts only shape the
+  # token inventory, as LibriSpeech's full text does for its BPE models.
+  texts="$manifests/mini_supervisions_train-unlabeled.jsonl.gz $manifests/mini_supervisions_train-labeled.jsonl.gz"
+  for v in $vocab_sizes; do
+    if [ ! -f data/lang_bpe_$v/tokens.txt ]; then
+      python -m icefall.data.tokenizer --type bpe --vocab-size $v \
+        --lang-dir data/lang_bpe_$v --supervisions $texts
+    else
+      log "  data/lang_bpe_$v done before"
+    fi
+  done
+  if [ ! -f data/lang_char/tokens.txt ]; then
+    python -m icefall.data.tokenizer --type char --lang-dir data/lang_char --supervisions $texts
+  else
+    log "  data/lang_char done before"
+  fi
+fi
+
+log "Done"

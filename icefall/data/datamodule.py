@@ -1,0 +1,194 @@
+"""Data loaders for recipes: lazy cut manifests, ``DynamicBucketingSampler``, DDP sharding.
+
+A recipe does::
+
+    parser = argparse.ArgumentParser(); DataModule.add_arguments(parser)
+    args = parser.parse_args(); dm = DataModule(args)
+    cuts = dm.load_cuts("train-unlabeled")            # lazy: start-up cost independent of size
+    cuts = cuts.filter(dm.cut_filter(label_rate=50))  # drop (count, log) bad cuts
+    train_dl = dm.train_dataloader(cuts, dm.ssl_dataset(train=True),
+                                   sampler_state_dict=checkpoint.get("sampler"))
+    ...
+    checkpoint["sampler"] = train_dl.sampler.state_dict()   # exact resume
+
+Batches are dicts from :mod:`icefall.data.dataset`, or None when every cut of a batch was
+unreadable (the trainer skips those). ``docs/data.md`` lists the options.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from itertools import islice
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from icefall.data.dataset import AsrDataset, CutFilter, SslDataset
+
+
+def _str2bool(v) -> bool:
+    # Local on purpose: icefall.utils may not exist when this module is imported in isolation.
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("true", "1", "yes", "y", "t"):
+        return True
+    if v.lower() in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false/1/0), got {v!r}")
+
+
+class DataModule:
+    """Builds datasets, samplers and data loaders from parsed ``args`` (see add_arguments)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("Data", "data loading (icefall.data.datamodule)")
+        g.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"),
+                       help="directory holding <prefix>_cuts_<split>.jsonl.gz")
+        g.add_argument("--cuts-prefix", type=str, default="mini", help="corpus name prefix")
+        g.add_argument("--max-duration", type=float, default=200.0,
+                       help="maximum seconds of audio in a batch")
+        g.add_argument("--bucketing-sampler", type=_str2bool, default=True,
+                       help="DynamicBucketingSampler (true) or DynamicCutSampler (false)")
+        g.add_argument("--num-buckets", type=int, default=30)
+        g.add_argument("--sampler-buffer-size", type=int, default=2000,
+                       help="cuts held by the bucketing sampler; bounds start-up time")
+        g.add_argument("--shuffle", type=_str2bool, default=True)
+        g.add_argument("--drop-last", type=_str2bool, default=False,
+                       help="drop incomplete batches of each bucket in training")
+        g.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+        g.add_argument("--input-type", choices=["wav", "fbank"], default="fbank",
+                       help="model input: 16 kHz waveform or 80-dim fbank at 100 Hz")
+        g.add_argument("--on-the-fly-feats", type=_str2bool, default=False,
+                       help="compute fbank while loading instead of reading stored features")
+        g.add_argument("--min-utt-duration", type=float, default=1.0,
+                       help="drop shorter cuts (the encoder's minimum input)")
+        g.add_argument("--max-utt-duration", type=float, default=30.0,
+                       help="drop longer cuts")
+        g.add_argument("--label-rate", type=float, default=50.0,
+                       help="k-means label rate in Hz (cut.custom['kmeans'])")
+        g.add_argument("--max-sample-duration", type=float, default=None,
+                       help="SSL: randomly crop longer utterances to this many seconds")
+        g.add_argument("--crop-to-shortest", type=_str2bool, default=False,
+                       help="SSL: crop each batch to its shortest item (no padding)")
+        g.add_argument("--enable-spec-aug", type=_str2bool, default=True,
+                       help="ASR: SpecAugment on fbank in training")
+        g.add_argument("--spec-aug-time-warp-factor", type=int, default=80,
+                       help="ASR: SpecAugment time warp; < 1 disables it")
+        g.add_argument("--data-seed", type=int, default=42,
+                       help="seed of the sampler shuffling and data loader workers")
+
+    # ------------------------------------------------------------------ manifests
+    def cuts_path(self, split: str) -> Path:
+        a = self.args
+        return Path(a.manifest_dir) / f"{a.cuts_prefix}_cuts_{split}.jsonl.gz"
+
+    def load_cuts(self, split: str):
+        """The split's cuts, read lazily (nothing is loaded until iterated)."""
+        from lhotse import load_manifest_lazy
+
+        path = self.cuts_path(split)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run prepare.sh first")
+        return load_manifest_lazy(path)
+
+    def cut_filter(self, tokenizer=None, output_frame_rate: float = 25.0,
+                   label_rate: Optional[float] = None) -> CutFilter:
+        """A counting CutFilter with the duration limits of ``args``."""
+        return CutFilter(min_duration=self.args.min_utt_duration,
+                         max_duration=self.args.max_utt_duration, tokenizer=tokenizer,
+                         output_frame_rate=output_frame_rate, label_rate=label_rate)
+
+    # ------------------------------------------------------------------ datasets
+    def _extractor(self):
+        if self.args.input_type == "fbank" and self.args.on_the_fly_feats:
+            from icefall.data.features import make_fbank_extractor
+            return make_fbank_extractor()
+        return None
+
+    def _maybe_drop_features(self, cuts):
+        # On-the-fly fbank ignores stored features: drop them so the loader computes anew.
+        if self.args.input_type == "fbank" and self.args.on_the_fly_feats:
+            return cuts.drop_features()
+        return cuts
+
+    def ssl_dataset(self, train: bool = True, with_labels: bool = True) -> SslDataset:
+        a = self.args
+        return SslDataset(input_type=a.input_type, with_labels=with_labels,
+                          label_rate=a.label_rate,
+                          max_duration_s=a.max_sample_duration,
+                          crop_to_shortest=a.crop_to_shortest and train,
+                          random_crop=train, extractor=self._extractor())
+
+    def asr_dataset(self, tokenizer, train: bool = True) -> AsrDataset:
+        a = self.args
+        spec_augment = None
+        if train and a.enable_spec_aug and a.input_type == "fbank":
+            from lhotse.dataset import SpecAugment
+            spec_augment = SpecAugment(time_warp_factor=a.spec_aug_time_warp_factor,
+                                       num_frame_masks=10, features_mask_size=27,
+                                       num_feature_masks=2, frames_mask_size=100)
+        return AsrDataset(tokenizer, input_type=a.input_type, spec_augment=spec_augment,
+                          extractor=self._extractor())
+
+    # ------------------------------------------------------------------ samplers, loaders
+    def make_sampler(self, cuts, train: bool, world_size: Optional[int] = None,
+                     rank: Optional[int] = None):
+        """DynamicBucketingSampler over lazy ``cuts``; ``world_size``/``rank`` default to the
+        torch.distributed group when initialised (each rank gets a disjoint share)."""
+        from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
+
+        a = self.args
+        common = dict(max_duration=a.max_duration, shuffle=a.shuffle and train,
+                      drop_last=a.drop_last and train, world_size=world_size, rank=rank,
+                      seed=a.data_seed)
+        if a.bucketing_sampler:
+            # Bucket bins from a bounded prefix (lhotse would assert on a corpus smaller than
+            # --num-buckets, and reading a prefix keeps start-up independent of corpus size).
+            from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
+
+            prefix = list(islice(cuts, min(a.sampler_buffer_size, 10000)))
+            if not prefix:
+                raise ValueError("no cuts to sample from (all filtered out?)")
+            bins = estimate_duration_buckets(prefix, min(a.num_buckets, len(prefix)))
+            return DynamicBucketingSampler(
+                cuts, duration_bins=bins, num_buckets=len(bins) + 1,
+                buffer_size=a.sampler_buffer_size, shuffle_buffer_size=a.sampler_buffer_size,
+                **common)
+        return DynamicCutSampler(cuts, shuffle_buffer_size=a.sampler_buffer_size, **common)
+
+    def _loader(self, cuts, dataset, sampler) -> DataLoader:
+        from lhotse.dataset.dataloading import make_worker_init_fn
+
+        a = self.args
+        worker_init_fn = make_worker_init_fn(seed=a.data_seed) if a.num_workers > 0 else None
+        return DataLoader(dataset, sampler=sampler, batch_size=None,
+                          num_workers=a.num_workers, persistent_workers=False,
+                          worker_init_fn=worker_init_fn)
+
+    def train_dataloader(self, cuts, dataset, sampler_state_dict: Optional[dict] = None,
+                         world_size: Optional[int] = None,
+                         rank: Optional[int] = None) -> DataLoader:
+        """Shuffled, bucketed batches; ``sampler_state_dict`` (from
+        ``dl.sampler.state_dict()``) resumes mid-epoch exactly where it stopped."""
+        cuts = self._maybe_drop_features(cuts)
+        sampler = self.make_sampler(cuts, train=True, world_size=world_size, rank=rank)
+        if sampler_state_dict is not None:
+            logging.info("Loading sampler state dict")
+            sampler.load_state_dict(sampler_state_dict)
+        return self._loader(cuts, dataset, sampler)
+
+    def valid_dataloader(self, cuts, dataset, world_size: Optional[int] = None,
+                         rank: Optional[int] = None) -> DataLoader:
+        """Unshuffled, nothing dropped."""
+        cuts = self._maybe_drop_features(cuts)
+        return self._loader(cuts, dataset, self.make_sampler(cuts, train=False,
+                                                             world_size=world_size, rank=rank))
+
+    test_dataloader = valid_dataloader
+

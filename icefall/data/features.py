@@ -1,0 +1,97 @@
+"""80-dim log-mel filter banks at 100 Hz, computed once and stored compressed (lilcom).
+
+Usage (``prepare.sh`` stage 3)::
+
+    python -m icefall.data.features --manifest-dir data/manifests --fbank-dir data/fbank \\
+        --prefix mini --splits train-unlabeled train-labeled dev test [--num-jobs 2]
+
+For each split it reads ``<prefix>_{recordings,supervisions}_<split>.jsonl.gz``, writes the
+features under ``<fbank-dir>/<prefix>_feats_<split>/`` (``LilcomChunkyWriter``) and the cuts
+that point at them as ``<fbank-dir>/<prefix>_cuts_<split>.jsonl.gz``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+NUM_MEL_BINS = 80
+
+
+def kaldifeat_available() -> bool:
+    try:
+        import kaldifeat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_fbank_extractor(num_mel_bins: int = NUM_MEL_BINS, device: str = "cpu",
+                         use_kaldifeat: Optional[bool] = None):
+    """A lhotse feature extractor: kaldifeat's fbank when installed (faster, GPU capable),
+    otherwise lhotse's torch Fbank. Both: 25 ms window, 10 ms shift (100 Hz), 16 kHz input.
+    ``extract(samples (N,), 16000)`` returns a (T, num_mel_bins) array."""
+    from lhotse import Fbank, FbankConfig
+
+    if use_kaldifeat is None:
+        use_kaldifeat = kaldifeat_available()
+    if use_kaldifeat:
+        from lhotse import KaldifeatFbank, KaldifeatFbankConfig
+        from lhotse.features.kaldifeat import KaldifeatMelOptions
+
+        return KaldifeatFbank(KaldifeatFbankConfig(
+            device=device, mel_opts=KaldifeatMelOptions(num_bins=num_mel_bins)))
+    return Fbank(FbankConfig(num_mel_bins=num_mel_bins, device=device))
+
+
+def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix: str = "mini",
+                        num_jobs: int = 1) -> Path:
+    """Fbank for one split; returns the written cut manifest. Skips an existing one."""
+    from lhotse import CutSet, LilcomChunkyWriter, load_manifest_lazy
+
+    fbank_dir = Path(fbank_dir)
+    out = fbank_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+    if out.is_file():
+        logging.info(f"{out} exists, skipping")
+        return out
+    fbank_dir.mkdir(parents=True, exist_ok=True)
+    recs = load_manifest_lazy(Path(manifest_dir) / f"{prefix}_recordings_{split}.jsonl.gz")
+    sups = load_manifest_lazy(Path(manifest_dir) / f"{prefix}_supervisions_{split}.jsonl.gz")
+    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
+    # One thread per job: the machines here have 2 cores, and jobs already run in parallel.
+    torch.set_num_threads(1)
+    # Worker processes cost ~10 s to start (imports): only worth it for big splits.
+    if num_jobs > 1 and sum(1 for _ in recs) < 500:
+        num_jobs = 1
+    cuts = cuts.compute_and_store_features(
+        extractor=make_fbank_extractor(),
+        storage_path=fbank_dir / f"{prefix}_feats_{split}",
+        num_jobs=num_jobs,
+        storage_type=LilcomChunkyWriter,
+    )
+    tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
+    cuts.to_file(tmp)
+    tmp.replace(out)  # atomic: a crash never leaves a half-written manifest behind
+    logging.info(f"wrote {out}")
+    return out
+
+
+def main(argv: Optional[Iterable[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest-dir", type=Path, required=True)
+    p.add_argument("--fbank-dir", type=Path, required=True)
+    p.add_argument("--prefix", default="mini")
+    p.add_argument("--splits", nargs="+", required=True)
+    p.add_argument("--num-jobs", type=int, default=2)
+    args = p.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    for split in args.splits:
+        compute_fbank_split(args.manifest_dir, args.fbank_dir, split, args.prefix, args.num_jobs)
+
+
+if __name__ == "__main__":
+    main()
