@@ -282,3 +282,31 @@ def test_gates_on_cuda_match_cpu():
     torch.testing.assert_close(gpu.weight.grad.cpu(), cpu.weight.grad)
     torch.testing.assert_close(gpu.threshold.grad.cpu(), cpu.threshold.grad)
     assert current_sparsity(nn.Sequential(gpu)) == current_sparsity(nn.Sequential(cpu))
+
+
+@pytest.mark.parametrize(
+    "config, patterns, suffixes",
+    [
+        ("hubert-tiny", TRANSFORMER_PATTERNS,
+         {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+          "fc1", "fc2"}),
+        ("zipformer-tiny", ZIPFORMER_PATTERNS,
+         {"self_attn_weights.in_proj", "self_attn1.in_proj", "self_attn1.out_proj",
+          "self_attn2.in_proj", "self_attn2.out_proj"}
+         | {f"feed_forward{i}.{p}" for i in (1, 2, 3) for p in ("in_proj", "out_proj")}),
+    ],
+)
+def test_presets_on_project_encoders(config, patterns, suffixes):
+    configs = pytest.importorskip("icefall.nn.configs")
+    model = configs.build_encoder(config).eval()
+    layers = {}  # block prefix -> gated suffixes
+    for name in add_gates(model, patterns):
+        prefix, _, suffix = name.partition(".layers.")
+        block, _, rest = suffix.partition(".")
+        layers.setdefault((prefix, block), set()).add(rest)
+    assert layers and all(s == suffixes for s in layers.values()), layers
+    # At the initial threshold (1e-5) almost nothing is pruned and the encoder still runs.
+    wav, lens = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    with torch.no_grad():
+        out, out_lens = model(wav, lens)[:2]
+    assert torch.isfinite(out).all() and current_sparsity(model)[0] < 0.01
