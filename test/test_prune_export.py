@@ -106,6 +106,16 @@ def test_compact_round_trip_is_exact(dtype):
         assert dec[k].dtype == sd[k].dtype and torch.equal(dec[k], sd[k])
 
 
+def test_export_of_unpruned_model_is_plain_dense(tmp_path):
+    model = _Net()
+    with torch.no_grad():
+        model.norm.bias.fill_(0.1)  # no zero tensor left
+    report = export_compact(model, tmp_path / "m.pt")
+    assert report["sparse_tensors"] == [] and report["compact_bytes"] == report["dense_bytes"]
+    sd = load_compact_state_dict(tmp_path / "m.pt")
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+
+
 def test_load_rejects_other_files(tmp_path):
     torch.save({"model": {}}, tmp_path / "x.pt")
     with pytest.raises(ValueError):

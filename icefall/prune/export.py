@@ -14,8 +14,8 @@ outputs as the masked model.
 """
 from __future__ import annotations
 
-import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -74,10 +74,12 @@ def dense_state_dict(compact: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     return {k: _decode(v) for k, v in compact.items()}
 
 
-def _saved_size(obj: Any) -> int:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getbuffer().nbytes
+def _saved_size(obj: Any, name: str) -> int:
+    """Bytes ``torch.save`` writes for ``obj`` under file name ``name`` (the name matters:
+    torch.save uses the file stem as the archive's folder name in every record)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(obj, Path(tmp) / name)
+        return os.path.getsize(Path(tmp) / name)
 
 
 def export_compact(model: nn.Module, path: PathLike) -> Dict[str, Any]:
@@ -91,7 +93,7 @@ def export_compact(model: nn.Module, path: PathLike) -> Dict[str, Any]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": FORMAT, "state_dict": compact}, path)
     compact_bytes = os.path.getsize(path)
-    dense_bytes = _saved_size({"format": FORMAT, "state_dict": sd})
+    dense_bytes = _saved_size({"format": FORMAT, "state_dict": sd}, Path(path).name)
     return {
         "path": str(path),
         "compact_bytes": compact_bytes,
