@@ -125,8 +125,9 @@ def ctc_prefix_beam_search_nbest(
                     else:
                         ext = nxt[prefix + (c,)]
                         ext[1] = _logadd(ext[1], total + frame[c])
-            ranked = sorted(nxt.items(), key=lambda kv: _logadd(*kv[1]), reverse=True)
-            prefixes = dict(ranked[:beam])
+            scored = [(_logadd(*s), p, s) for p, s in nxt.items()]
+            scored = sorted((x for x in scored if x[0] > _NEG_INF), key=lambda x: -x[0])
+            prefixes = {p: s for _, p, s in scored[:beam]}
         ranked = sorted(((list(p), _logadd(*s)) for p, s in prefixes.items()), key=lambda x: -x[1])
         results.append(ranked)
     return results
