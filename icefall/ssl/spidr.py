@@ -1,0 +1,482 @@
+"""SpidR and DinoSR: self-distillation with online clustering (one codebook per upper layer).
+
+    source ─ front end ─ x ─┬─ mask ─ student encoder ─ heads ─ log p(v | frame)   (masked frames)
+                            └─────── teacher encoder (EMA) ─ instance norm ─ nearest codeword = target
+
+- The **student** is the front end and encoder; masked frames get a learned mask embedding.
+- The **teacher** is an exponential moving average of the student *encoder* (as in data2vec,
+  DinoSR and SpidR, the front end is shared: the teacher reads the student's unmasked front-end
+  output).  It runs in eval mode, without gradients.  Parameters named by ``ema_copy_params``
+  (the positional convolution) are copied from the student rather than averaged.
+- For each of the top K layers (L-K+1 .. L) a **codebook** of V codewords ``C_v = s_v / n_v``
+  follows the teacher's instance-normalised layer outputs z (SpidR eq. 4): for every codeword
+  hit in a step, ``s_v <- tau s_v + (1 - tau) sum_{i -> v} z_i`` and
+  ``n_v <- tau n_v + (1 - tau) |{i -> v}|``; codewords hit by no frame do not move.  The sums
+  and counts are all-reduced across ranks.  The target of frame i at layer k is its nearest
+  codeword.
+- **Heads**: one linear map + softmax per codebook.  SpidR: head k reads student layer k.
+  DinoSR: every head reads the student's last output.
+- **Loss**: cross-entropy on masked frames, averaged over the K heads, summed over frames
+  (``loss / count_m`` is SpidR's eq. 3).
+- **Teacher decay** beta_t: SpidR ``1 - (1 - beta_0) exp(-t / T)``; DinoSR a linear ramp from
+  ``beta_0`` to ``beta_end`` over ``anneal_end_step`` steps, constant after, 1 (frozen teacher)
+  from ``teacher_freeze_step``.
+
+A "layer output" (``layer_tap``) is, for the Transformer, the feed-forward output *before* the
+residual and LayerNorm (``ffn``, as in data2vec/DinoSR/SpidR); for any other encoder (Zipformer)
+it is the entry of the encoder's hidden list (``block``), whose widths may differ per layer.
+
+Training loop: ``loss, stats = model(source, lens)`` then, after each optimizer step,
+``model.update_teacher(step)`` (codebooks, then teacher); with the shared Trainer pass
+``after_step=spidr_after_step``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icefall.nn.configs import ENCODER_CONFIGS, build_encoder
+from icefall.nn.transformer import TransformerEncoder
+from icefall.ssl.masking import compute_mask
+from icefall.utils import make_pad_mask
+
+
+# ---------------------------------------------------------------------- teacher decay schedules
+def spidr_teacher_decay(step: int, beta0: float = 0.999, timescale: float = 10000.0) -> float:
+    """SpidR: ``beta_t = 1 - (1 - beta0) exp(-t / T)`` (rises smoothly from beta0 towards 1)."""
+    return 1.0 - (1.0 - beta0) * math.exp(-step / timescale)
+
+
+def dinosr_teacher_decay(
+    step: int,
+    beta0: float = 0.999,
+    beta_end: float = 0.9999,
+    anneal_end_step: int = 30000,
+    freeze_step: Optional[int] = 200000,
+) -> float:
+    """DinoSR (data2vec): linear from beta0 to beta_end over ``anneal_end_step`` steps, then
+    constant; 1.0 (teacher frozen) from ``freeze_step`` on."""
+    if freeze_step is not None and step >= freeze_step:
+        return 1.0
+    if step >= anneal_end_step:
+        return beta_end
+    return beta0 + (beta_end - beta0) * step / anneal_end_step
+
+
+# ---------------------------------------------------------------------- helpers
+def masked_instance_norm(x: torch.Tensor, lens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise each channel of each utterance over its valid frames (zero mean, unit variance,
+    biased variance as ``F.instance_norm``), in float32.
+
+    Args: x (B, T, D), lens (B,).  Returns (B, T, D) float32, zero at padded frames.
+    """
+    valid = (~make_pad_mask(lens, x.shape[1])).unsqueeze(-1).float()  # (B, T, 1)
+    n = valid.sum(1, keepdim=True).clamp(min=1.0)
+    x = x.float() * valid
+    mean = x.sum(1, keepdim=True) / n
+    var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + eps) * valid
+
+
+def perplexity(p: torch.Tensor) -> float:
+    """``2 ** H(mean_i p_i)`` for p (N, V) one-hot assignments or probabilities: V when all
+    classes are used equally, 1 when a single one is used."""
+    mean = p.float().mean(0)
+    return float(torch.exp2(-(mean * torch.log2(mean + 1e-12)).sum()))
+
+
+def layer_outputs(
+    encoder: nn.Module, x: torch.Tensor, lens: torch.Tensor, tap: str
+) -> Tuple[torch.Tensor, torch.Tensor, List[Optional[torch.Tensor]]]:
+    """Run ``encoder`` and return ``(out, out_lens, per-layer outputs)``.
+
+    ``tap="block"``: the encoder's hidden list.  ``tap="ffn"`` (Transformer): each layer's
+    feed-forward output (``fc2``) before dropout, residual and LayerNorm, captured by forward
+    hooks; None for a layer skipped by layer drop.
+    """
+    if tap == "block":
+        return encoder(x, lens, return_hidden=True)
+    captured: Dict[int, torch.Tensor] = {}
+
+    def keep(i: int, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        captured[i] = output
+
+    hooks = [layer.fc2.register_forward_hook(partial(keep, i)) for i, layer in enumerate(encoder.layers)]
+    try:
+        out, out_lens = encoder(x, lens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, out_lens, [captured.get(i) for i in range(len(encoder.layers))]
+
+
+@torch.no_grad()
+def _layer_dims(encoder: nn.Module, in_dim: int, tap: str) -> List[int]:
+    """Width of each layer output, from one short dummy forward pass in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    T = 64
+    _, _, hidden = layer_outputs(encoder, torch.zeros(1, T, in_dim), torch.tensor([T]), tap)
+    encoder.train(was_training)
+    return [h.shape[-1] for h in hidden]
+
+
+# ---------------------------------------------------------------------- codebook
+class Codebook(nn.Module):
+    """V codewords ``C_v = sums[v] / counts[v]`` updated by EMA of the frames assigned to them.
+
+    ``assign`` gives the nearest codeword; ``accumulate`` adds a batch's per-codeword sums and
+    counts (training forward passes); ``update`` all-reduces them (when torch.distributed is
+    initialised), applies the EMA to the codewords that were hit and clears them.  The pending
+    statistics are plain attributes, not buffers, so that DDP's buffer broadcast leaves each
+    rank's own statistics alone.
+    """
+
+    def __init__(self, dim: int, size: int = 256, decay: float = 0.9):
+        super().__init__()
+        self.decay = decay
+        init = torch.randn(size, dim)
+        # per-channel zero mean / unit variance over codewords, like the instance-normalised targets
+        init = (init - init.mean(0)) / init.std(0)
+        self.register_buffer("sums", init)
+        self.register_buffer("counts", torch.ones(size))
+        self._batch_sums: Optional[torch.Tensor] = None
+        self._batch_counts: Optional[torch.Tensor] = None
+
+    @property
+    def size(self) -> int:
+        return self.counts.shape[0]
+
+    def codewords(self) -> torch.Tensor:
+        """(V, D) float32."""
+        return self.sums / self.counts.unsqueeze(1)
+
+    @torch.no_grad()
+    def assign(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, D) -> (N,) int64 index of the nearest codeword (Euclidean)."""
+        c = self.codewords()
+        # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2; ||z||^2 is the same for every codeword
+        return ((c * c).sum(1) - 2.0 * z.float() @ c.t()).argmin(1)
+
+    @torch.no_grad()
+    def accumulate(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add the frames z (N, D) assigned to ``labels`` (N,) to the pending statistics."""
+        if self._batch_sums is None:
+            self._batch_sums = torch.zeros_like(self.sums)
+            self._batch_counts = torch.zeros_like(self.counts)
+        self._batch_sums.index_add_(0, labels, z.float())
+        self._batch_counts += torch.bincount(labels, minlength=self.size).float()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """EMA step with the pending statistics (every rank must call it: it all-reduces)."""
+        if self._batch_sums is None:
+            sums, counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
+        else:
+            sums, counts = self._batch_sums, self._batch_counts
+        self._batch_sums = self._batch_counts = None
+        if dist.is_available() and dist.is_initialized():
+            stats = torch.cat([sums, counts.unsqueeze(1)], dim=1)
+            dist.all_reduce(stats)
+            sums, counts = stats[:, :-1], stats[:, -1]
+        # codewords hit by no frame keep decay 1: they do not move
+        alpha = torch.where(counts > 0, torch.full_like(counts, self.decay), torch.ones_like(counts))
+        self.sums.mul_(alpha.unsqueeze(1)).add_((1 - alpha).unsqueeze(1) * sums)
+        self.counts.mul_(alpha).add_((1 - alpha) * counts)
+
+
+# ---------------------------------------------------------------------- model
+@dataclass
+class SpidrConfig:
+    variant: str = "spidr"  # "spidr": head k reads student layer k; "dinosr": all read the last
+    num_codebooks: int = 8  # K: codebooks on the top K layers
+    codebook_size: int = 256  # V
+    codebook_decay: float = 0.9  # tau
+    layer_tap: str = "auto"  # "ffn" | "block" | "auto" (ffn for the Transformer, else block)
+    mask_prob: float = 0.8  # fairseq convention: 8% of frames start a span
+    mask_length: int = 10
+    min_masks: int = 2
+    teacher_schedule: str = "auto"  # "exp" (SpidR) | "linear" (DinoSR) | "auto" (by variant)
+    ema_start_decay: float = 0.999  # beta_0
+    ema_timescale: float = 10000.0  # T of the exp schedule (SpidR Table 5)
+    ema_end_decay: float = 0.9999  # linear schedule
+    ema_anneal_end_step: int = 30000  # linear schedule
+    teacher_freeze_step: Optional[int] = 200000  # linear schedule: teacher frozen from here
+    ema_copy_params: Tuple[str, ...] = ("pos_conv",)  # teacher params copied, not averaged
+    freeze_frontend_step: Optional[int] = None  # stop training the front end (Table 5: 200k)
+
+
+class SpidrModel(nn.Module):
+    """SpidR / DinoSR self-distillation over any front end and encoder.
+
+    Args:
+      frontend: ``(source, source_lens) -> (x (B,T,D_in), lens)`` with ``output_dim`` = D_in.
+      encoder: ``(x (B,T,D_in), lens) -> (out (B,T,D_out), lens)``; with ``return_hidden=True``
+        also the per-layer outputs (B,T,D_l).  Must keep the frame rate.
+      cfg: SpidrConfig.
+
+    Submodules: ``frontend``, ``encoder`` (the student), ``mask_emb``, ``heads`` (K linear maps),
+    ``teacher`` (an EMA copy of ``encoder``, no gradients), ``codebooks`` (K :class:`Codebook`);
+    buffer ``num_updates`` (the last step passed to :meth:`update_teacher`).  Build the
+    optimizer from the parameters with ``requires_grad`` (the teacher's are frozen).
+    """
+
+    def __init__(self, frontend: nn.Module, encoder: nn.Module, cfg: SpidrConfig = SpidrConfig()):
+        super().__init__()
+        if cfg.variant not in ("spidr", "dinosr"):
+            raise ValueError(f"variant must be 'spidr' or 'dinosr', not {cfg.variant!r}")
+        tap = cfg.layer_tap
+        if tap == "auto":
+            tap = "ffn" if isinstance(encoder, TransformerEncoder) else "block"
+        if tap not in ("ffn", "block"):
+            raise ValueError(f"layer_tap must be 'ffn', 'block' or 'auto', not {cfg.layer_tap!r}")
+        schedule = cfg.teacher_schedule
+        if schedule == "auto":
+            schedule = "exp" if cfg.variant == "spidr" else "linear"
+        if schedule not in ("exp", "linear"):
+            raise ValueError(f"teacher_schedule must be 'exp', 'linear' or 'auto', not {schedule!r}")
+        self.cfg, self.tap, self.schedule = cfg, tap, schedule
+        if cfg.variant == "spidr" and tap == "ffn" and getattr(encoder, "layerdrop", 0.0) > 0:
+            # a dropped layer has no feed-forward output for its head to read
+            raise ValueError("SpidR with layer_tap='ffn' needs the encoder's layerdrop = 0")
+
+        self.frontend = frontend
+        self.encoder = encoder
+        self.mask_emb = nn.Parameter(torch.empty(frontend.output_dim).uniform_())
+
+        dims = _layer_dims(encoder, frontend.output_dim, tap)
+        L, K = len(dims), cfg.num_codebooks
+        if not 1 <= K <= L:
+            raise ValueError(f"num_codebooks={K} must be in [1, {L}] (the encoder's layers)")
+        #: 1-based encoder layers with a codebook: L-K+1 .. L
+        self.target_layers: List[int] = list(range(L - K + 1, L + 1))
+        target_dims = [dims[k - 1] for k in self.target_layers]
+        head_dims = target_dims if cfg.variant == "spidr" else [encoder.output_dim] * K
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for d in head_dims)
+        self.codebooks = nn.ModuleList(
+            Codebook(d, cfg.codebook_size, cfg.codebook_decay) for d in target_dims
+        )
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+        self.teacher = copy.deepcopy(encoder)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        names = [n for n, _ in self.teacher.named_parameters()]
+        #: teacher parameter names copied from the student instead of averaged
+        self.copied_params = [n for n in names if n.startswith(tuple(cfg.ema_copy_params))]
+
+        if cfg.variant == "spidr" and tap == "ffn":
+            # Nothing after the last feed-forward output reaches a head; freeze it so that every
+            # trainable parameter gets a gradient (DDP without find_unused_parameters).
+            last = encoder.layer_norm if encoder.layer_norm_first else encoder.layers[-1].final_layer_norm
+            last.requires_grad_(False)
+
+    # ------------------------------------------------------------------ mode / schedule
+    def train(self, mode: bool = True) -> "SpidrModel":
+        super().train(mode)
+        self.teacher.eval()  # the teacher never uses dropout or layer drop
+        return self
+
+    def teacher_decay(self, step: int) -> float:
+        """beta_t of the configured schedule."""
+        c = self.cfg
+        if self.schedule == "exp":
+            return spidr_teacher_decay(step, c.ema_start_decay, c.ema_timescale)
+        return dinosr_teacher_decay(
+            step, c.ema_start_decay, c.ema_end_decay, c.ema_anneal_end_step, c.teacher_freeze_step
+        )
+
+    @property
+    def frontend_frozen(self) -> bool:
+        step = self.cfg.freeze_frontend_step
+        return step is not None and int(self.num_updates) >= step
+
+    @torch.no_grad()
+    def update_teacher(self, step: int) -> float:
+        """After optimizer step ``step`` (1-based): codebook EMA with the statistics gathered
+        since the last call, then ``teacher <- beta_t teacher + (1 - beta_t) student``
+        (``copied_params`` and buffers copied).  Every rank must call it.  Returns beta_t."""
+        for codebook in self.codebooks:
+            codebook.update()
+        self.num_updates.fill_(step)
+        beta = self.teacher_decay(step)
+        if beta >= 1.0:
+            return beta  # frozen teacher
+        copied = set(self.copied_params)
+        student = dict(self.encoder.named_parameters())
+        for name, p in self.teacher.named_parameters():
+            if name in copied:
+                p.copy_(student[name])
+            else:
+                p.lerp_(student[name].to(p.dtype), 1.0 - beta)
+        for t, s in zip(self.teacher.buffers(), self.encoder.buffers()):
+            t.copy_(s)
+        return beta
+
+    # ------------------------------------------------------------------ pieces of forward
+    def _frontend(self, source: torch.Tensor, source_lens: torch.Tensor):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frontend_frozen):
+            return self.frontend(source, source_lens)
+
+    def head_inputs(self, x: torch.Tensor, lens: torch.Tensor) -> List[torch.Tensor]:
+        """Student encoder on (masked) features x (B,T,D_in) -> the K inputs of the heads."""
+        out, _, hidden = layer_outputs(self.encoder, x, lens, self.tap)
+        if self.cfg.variant == "dinosr":
+            return [out] * len(self.heads)
+        picked = [hidden[k - 1] for k in self.target_layers]
+        if any(h is None for h in picked):
+            raise RuntimeError("a target layer was skipped by layer drop")
+        return picked
+
+    @torch.no_grad()
+    def teacher_targets(self, x: torch.Tensor, lens: torch.Tensor) -> List[torch.Tensor]:
+        """Teacher on unmasked features x (B,T,D_in) -> K instance-normalised layer outputs
+        (B,T,D_k) float32, zero at padding."""
+        _, out_lens, hidden = layer_outputs(self.teacher, x.detach(), lens, self.tap)
+        return [masked_instance_norm(hidden[k - 1], out_lens) for k in self.target_layers]
+
+    # ------------------------------------------------------------------ loss
+    def forward(
+        self, source: torch.Tensor, source_lens: torch.Tensor, mask: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Masked prediction of the teacher's codebook assignments.
+
+        Args:
+          source: (B, N) waveform or (B, T, 80) fbank, as the front end expects.
+          source_lens: (B,) valid samples/frames.
+          mask: optional (B, T) bool frames to mask (default: span masks from the config).
+        Returns:
+          loss: scalar, sum over masked frames of the cross-entropy averaged over the K heads.
+          stats: python floats ``loss_m`` (= loss), ``correct_m`` (head accuracy, same
+            weighting), ``count_m`` (masked frames), ``codebook_ppl`` / ``pred_ppl``
+            (perplexity of the batch's codebook assignments / head posteriors on masked
+            frames, averaged over heads: per batch, not sums), ``teacher_decay``.
+        In training mode the codebook statistics are gathered for :meth:`update_teacher`.
+        """
+        x, lens = self._frontend(source, source_lens)
+        B, T, _ = x.shape
+        if mask is None:
+            mask = compute_mask(
+                (B, T), lens, self.cfg.mask_prob, self.cfg.mask_length, self.cfg.min_masks
+            )
+        mask = mask.to(x.device)
+        x_masked = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        sel = mask & ~make_pad_mask(lens, T)  # scored frames: masked and valid
+
+        inputs = self.head_inputs(x_masked, lens)
+        targets = self.teacher_targets(x, lens)
+        K = len(self.heads)
+        loss = x.new_zeros((), dtype=torch.float32)
+        correct = 0.0
+        cb_ppl = pred_ppl = 0.0
+        for head, codebook, h, z in zip(self.heads, self.codebooks, inputs, targets):
+            z = z[sel]
+            labels = codebook.assign(z)
+            if self.training:
+                codebook.accumulate(z, labels)
+            logits = head(h[sel]).float()
+            loss = loss + F.cross_entropy(logits, labels, reduction="sum") / K
+            with torch.no_grad():
+                correct += (logits.argmax(-1) == labels).sum().item() / K
+                if labels.numel() > 0:
+                    cb_ppl += perplexity(F.one_hot(labels, codebook.size)) / K
+                    pred_ppl += perplexity(logits.softmax(-1)) / K
+        stats = {
+            "loss_m": loss.detach().item(),
+            "correct_m": correct,
+            "count_m": float(sel.sum().item()),
+            "codebook_ppl": cb_ppl,
+            "pred_ppl": pred_ppl,
+            "teacher_decay": self.teacher_decay(int(self.num_updates)),
+        }
+        return loss, stats
+
+    # ------------------------------------------------------------------ features and units
+    @torch.no_grad()
+    def extract_features(
+        self, source: torch.Tensor, source_lens: torch.Tensor, layers: Optional[List[int]] = None
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Unmasked student features for k-means, ABX or probing.
+
+        Returns a list with the front-end output (index 0) and each encoder layer's output as
+        the heads see it (``layer_tap``; indices 1..L), restricted to ``layers`` when given,
+        each (B,T,D_l) zero at padding; and lens (B,).
+        """
+        x, lens = self.frontend(source, source_lens)
+        _, out_lens, hidden = layer_outputs(self.encoder, x, lens, self.tap)
+        pad = make_pad_mask(out_lens, x.shape[1]).unsqueeze(-1)
+        all_layers = [x] + [h.masked_fill(pad, 0.0) for h in hidden]
+        if layers is not None:
+            all_layers = [all_layers[i] for i in layers]
+        return all_layers, out_lens
+
+    @torch.no_grad()
+    def predict_units(
+        self, source: torch.Tensor, source_lens: torch.Tensor, layer: int, return_probs: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Discrete units from the codebook predictions of encoder layer ``layer`` (1-based, one
+        of ``target_layers``): argmax of its head on the unmasked input.
+
+        Returns (units (B,T) int64, -1 at padding, or with ``return_probs`` the head
+        posteriors (B,T,V)), lens (B,).
+        """
+        if layer not in self.target_layers:
+            raise ValueError(f"layer {layer} has no codebook; choose from {self.target_layers}")
+        i = self.target_layers.index(layer)
+        x, lens = self.frontend(source, source_lens)
+        h = self.head_inputs(x, lens)[i]
+        probs = self.heads[i](h).float().softmax(-1)
+        if return_probs:
+            return probs, lens
+        units = probs.argmax(-1).masked_fill(make_pad_mask(lens, probs.shape[1]), -1)
+        return units, lens
+
+
+# ---------------------------------------------------------------------- factory and trainer hook
+#: SpidR Table 5 settings for the wav2vec2-style Transformer configs (no Q/K/V biases, LayerNorm
+#: CNN without bias, no projection dropout, full gradient into the CNN, normalised waveforms).
+TRANSFORMER_SPIDR_OVERRIDES: Dict[str, Any] = dict(
+    qkv_bias=False,
+    frontend_mode="layer",
+    frontend_conv_bias=False,
+    frontend_feature_grad_mult=1.0,
+    frontend_dropout_input=0.0,
+    frontend_normalize=True,
+)
+
+
+def build_spidr(encoder_name: str, variant: str = "spidr", **overrides: Any) -> SpidrModel:
+    """A SpidR or DinoSR model over a named encoder (``icefall.nn.configs``).
+
+    ``overrides`` that are :class:`SpidrConfig` fields configure the model; the rest go to
+    :func:`~icefall.nn.configs.build_encoder` and win over the defaults applied here:
+    :data:`TRANSFORMER_SPIDR_OVERRIDES` for Transformer encoders, plus ``layerdrop=0`` for the
+    SpidR variant (its heads read feed-forward outputs of every top layer).
+    """
+    cfg_fields = {f.name for f in fields(SpidrConfig)}
+    cfg = SpidrConfig(variant=variant, **{k: v for k, v in overrides.items() if k in cfg_fields})
+    enc_overrides: Dict[str, Any] = {}
+    if ENCODER_CONFIGS[encoder_name]["encoder"] == "transformer":
+        enc_overrides.update(TRANSFORMER_SPIDR_OVERRIDES)
+        if variant == "spidr" and cfg.layer_tap in ("auto", "ffn"):
+            enc_overrides["layerdrop"] = 0.0
+    enc_overrides.update({k: v for k, v in overrides.items() if k not in cfg_fields})
+    speech = build_encoder(encoder_name, **enc_overrides)
+    return SpidrModel(speech.frontend, speech.encoder, cfg)
+
+
+def spidr_after_step(trainer: Any) -> None:
+    """``Trainer(after_step=...)`` callback: codebook and teacher updates after each optimizer
+    step (step = optimizer steps so far, ``batch_idx_train // accum_grad``)."""
+    model = trainer.model
+    model = getattr(model, "module", model)  # unwrap DDP
+    p = trainer.params
+    model.update_teacher(p.batch_idx_train // p.get("accum_grad", 1))
