@@ -231,15 +231,20 @@ def current_sparsity(model: nn.Module) -> Tuple[float, Dict[str, float]]:
     Sparsity = fraction of weight entries masked out (biases are not pruned); overall is
     weighted by layer size.  Returns (0.0, {}) for a model without masked layers.
     """
+    layers = masked_layers(model)
+    if not layers:
+        return 0.0, {}
+    # Exact integer counts, gathered with a single device sync.
+    dev = next(iter(layers.values())).weight.device
+    kept = torch.stack([m.binary_mask().count_nonzero().to(dev) for m in layers.values()])
     per_layer: Dict[str, float] = {}
     zeros = total = 0
-    for name, m in masked_layers(model).items():
+    for (name, m), k in zip(layers.items(), kept.tolist()):
         n = m.weight.numel()
-        z = n - int(m.binary_mask().sum().item())
-        per_layer[name] = z / n
-        zeros += z
+        per_layer[name] = (n - k) / n
+        zeros += n - k
         total += n
-    return (zeros / total if total else 0.0), per_layer
+    return zeros / total, per_layer
 
 
 def gate_regularizer(model: nn.Module) -> torch.Tensor:

@@ -51,7 +51,7 @@ def plot_sparsity(model: nn.Module, png_path: PathLike, title: str = "") -> None
     ax.set_xticklabels([n for n, _, _ in rows], rotation=90, fontsize=6)
     ax.set_ylabel("sparsity (%)")
     ax.set_ylim(0, 100)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     if title:
         ax.set_title(title)
     fig.tight_layout()
