@@ -172,26 +172,33 @@ def pairwise_dtw(
 ) -> torch.Tensor:
     """DTW distance between every ordered pair of segments.
 
+    The frame distances between all frames of all segments are computed once (one (F, F)
+    matrix, F = total frames) and each pair's (L, L) block is gathered from it, so the
+    per-pair work does not grow with the feature dimension.
+
     Args:
       feats: list of n segments (T_i, D), already normalised as the distance requires.
-      max_elements: bound on the size of the per-chunk tensors, pairs * L * (L + D) (memory).
+      max_elements: bound on pairs * L * L per DTW chunk (memory).
     Returns:
       (n, n) tensor, entry [x, y] = DTW(x as rows, y as columns).
     """
-    frame_distance = FRAME_DISTANCES[distance]
+    dev = feats[0].device
     nseg = len(feats)
-    lens = torch.tensor([f.shape[0] for f in feats], device=feats[0].device)
+    lens = torch.tensor([f.shape[0] for f in feats], device=dev)
+    offsets = lens.cumsum(0) - lens
+    frames = torch.cat(feats)[None]  # (1, F, D)
+    full = FRAME_DISTANCES[distance](frames, frames)[0]  # (F, F)
     L = int(lens.max())
-    padded = torch.zeros(nseg, L, feats[0].shape[1], dtype=feats[0].dtype, device=feats[0].device)
-    for i, f in enumerate(feats):
-        padded[i, : f.shape[0]] = f
-    xi, yi = torch.meshgrid(torch.arange(nseg), torch.arange(nseg), indexing="ij")
-    xi, yi = xi.flatten().to(lens.device), yi.flatten().to(lens.device)
-    out = torch.empty(nseg * nseg, dtype=feats[0].dtype, device=feats[0].device)
-    step = max(1, max_elements // (L * (L + padded.shape[2])))
+    # rows[i, t] = index in `frames` of frame t of segment i (repeating its last frame as padding)
+    t = torch.arange(L, device=dev)
+    rows = offsets[:, None] + torch.minimum(t[None, :], lens[:, None] - 1)  # (n, L)
+    xi = torch.arange(nseg, device=dev).repeat_interleave(nseg)
+    yi = torch.arange(nseg, device=dev).repeat(nseg)
+    out = torch.empty(nseg * nseg, dtype=full.dtype, device=dev)
+    step = max(1, max_elements // (L * L))
     for s in range(0, xi.numel(), step):
         a, b = xi[s : s + step], yi[s : s + step]
-        dist = frame_distance(padded[a], padded[b])
+        dist = full[rows[a][:, :, None], rows[b][:, None, :]]  # (P, L, L)
         out[s : s + step] = dtw_batch(dist, lens[a], lens[b])
     return out.view(nseg, nseg)
 
@@ -297,11 +304,11 @@ def abx_score(
                         continue
                     ib = np.array(groups[(spk, b)])
                     if "within" in modes and len(ia) > 1:
-                        within[(spk, a, b)].append(_cell_error(D[np.ix_(ia, ia)], D[np.ix_(ia, ib)], True))
+                        within[(spk, a, b)].append(_cell_error(D[ia[:, None], ia], D[ia[:, None], ib], True))
                     if "across" in modes:
                         for sx in others:
                             ix = np.array(groups[(sx, a)])
-                            across[(spk, a, b)].append(_cell_error(D[np.ix_(ix, ia)], D[np.ix_(ix, ib)], False))
+                            across[(spk, a, b)].append(_cell_error(D[ix[:, None], ia], D[ix[:, None], ib], False))
     out: Dict[str, float] = {"n_items": n_items}
     if "within" in modes:
         out["within"] = _reduce(within)

@@ -59,8 +59,10 @@ def sample_span_starts(
     keys = torch.rand((B, T), generator=generator, device=device)
     pos = torch.arange(T, device=device)
     keys = keys.masked_fill(pos[None, :] > last_start[:, None], 2.0)
-    ranks = keys.argsort(dim=1).argsort(dim=1)
-    return ranks < k[:, None]
+    kmax = int(k.max()) if B > 0 else 0
+    idx = keys.topk(kmax, dim=1, largest=False).indices  # (B, kmax), distinct per row
+    keep = torch.arange(kmax, device=device)[None, :] < k[:, None]
+    return torch.zeros((B, T), dtype=torch.bool, device=device).scatter_(1, idx, keep)
 
 
 def spans_from_starts(starts: torch.Tensor, lengths: torch.Tensor, mask_length: int) -> torch.Tensor:
