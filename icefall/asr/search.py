@@ -1,0 +1,112 @@
+"""Transducer decoding: batched greedy search and modified beam search.
+
+Both emit at most one symbol per frame (the "modified" topology), as
+icefall's ``greedy_search_batch`` and ``modified_beam_search``.  The decoder
+context starts as ``[-1] * (context_size - 1) + [blank]`` (``-1`` embeds to
+zero), matching how the decoder is fed during training.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+
+def _initial_context(context_size: int, blank_id: int) -> List[int]:
+    return [-1] * (context_size - 1) + [blank_id]
+
+
+def _decode_context(model, contexts: Tensor) -> Tensor:
+    """(N, context_size) token ids -> projected decoder output (N, joiner_dim)."""
+    out = model.decoder(contexts, need_pad=False)  # (N, 1, decoder_dim)
+    return model.joiner.decoder_proj(out.squeeze(1))
+
+
+@torch.no_grad()
+def greedy_search_batch(model, encoder_out: Tensor, encoder_out_lens: Tensor) -> List[List[int]]:
+    """Best symbol (or blank) on each frame, all utterances at once.
+
+    Args:
+      model: has ``decoder`` (:class:`Decoder`) and ``joiner`` (:class:`Joiner`).
+      encoder_out: (B, T, encoder_dim); encoder_out_lens: (B,).
+    Returns: B lists of token ids.
+    """
+    B, T, _ = encoder_out.shape
+    blank, context_size = model.decoder.blank_id, model.decoder.context_size
+    enc = model.joiner.encoder_proj(encoder_out)  # (B, T, joiner_dim)
+    contexts = torch.tensor([_initial_context(context_size, blank)] * B, device=enc.device)
+    dec = _decode_context(model, contexts)
+    hyps: List[List[int]] = [[] for _ in range(B)]
+    lens = encoder_out_lens.to(enc.device)
+    for t in range(T):
+        logits = model.joiner(enc[:, t], dec, project_input=False)  # (B, V)
+        best = logits.argmax(dim=-1)
+        emitted = (best != blank) & (lens > t)
+        if not bool(emitted.any()):
+            continue
+        for b in emitted.nonzero().flatten().tolist():
+            hyps[b].append(int(best[b]))
+        shifted = torch.cat([contexts[:, 1:], best.unsqueeze(1)], dim=1)
+        contexts = torch.where(emitted.unsqueeze(1), shifted, contexts)
+        dec = torch.where(emitted.unsqueeze(1), _decode_context(model, contexts), dec)
+    return hyps
+
+
+@torch.no_grad()
+def modified_beam_search(
+    model, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4
+) -> List[List[int]]:
+    """Beam search with at most one symbol per frame.
+
+    On every frame each hypothesis is extended by blank (unchanged tokens) or
+    one symbol; the ``beam`` best extensions are kept, and extensions with the
+    same tokens are merged (their probabilities added).  The decoder and
+    joiner run once per frame on all hypotheses of all active utterances.
+
+    Args: as :func:`greedy_search_batch`; beam: hypotheses kept per utterance.
+    Returns: B lists of token ids, the hypothesis with the best log-prob per
+      token (length normalised over tokens + initial context, as icefall).
+    """
+    B, T, _ = encoder_out.shape
+    blank, context_size = model.decoder.blank_id, model.decoder.context_size
+    enc = model.joiner.encoder_proj(encoder_out)
+    lens = encoder_out_lens.tolist()
+    start = tuple(_initial_context(context_size, blank))
+    # per utterance: tokens (with the initial context) -> log-prob
+    beams: List[Dict[Tuple[int, ...], float]] = [{start: 0.0} for _ in range(B)]
+    for t in range(T):
+        active = [b for b in range(B) if lens[b] > t]
+        if not active:
+            break
+        keys = [(b, ys) for b in active for ys in beams[b]]
+        contexts = torch.tensor([ys[-context_size:] for _, ys in keys], device=enc.device)
+        dec = _decode_context(model, contexts)
+        enc_t = enc[torch.tensor([b for b, _ in keys], device=enc.device), t]
+        log_probs = model.joiner(enc_t, dec, project_input=False).log_softmax(dim=-1)
+        log_probs += torch.tensor([beams[b][ys] for b, ys in keys], device=enc.device).unsqueeze(1)
+        row = 0
+        for b in active:
+            n = len(beams[b])
+            scores = log_probs[row : row + n].flatten()
+            top = scores.topk(min(beam, scores.numel()))
+            V = log_probs.shape[1]
+            parents = [keys[row + i // V][1] for i in top.indices.tolist()]
+            new: Dict[Tuple[int, ...], float] = {}
+            for ys, idx, score in zip(parents, top.indices.tolist(), top.values.tolist()):
+                tok = idx % V
+                ys = ys if tok == blank else ys + (tok,)
+                new[ys] = score if ys not in new else _logadd(new[ys], score)
+            beams[b] = new
+            row += n
+    results = []
+    for b in range(B):
+        ys = max(beams[b], key=lambda k: beams[b][k] / len(k))
+        results.append(list(ys[context_size:]))
+    return results
+
+
+def _logadd(a: float, b: float) -> float:
+    m = max(a, b)
+    return m + math.log1p(math.exp(-abs(a - b)))
