@@ -139,8 +139,13 @@ def brute_force_abx(feats, items, mode):
         if len(x):
             segs.append((it, x))
 
-    def d(a, b):
-        return naive_dtw(np.arccos(np.clip(a @ b.T, -1, 1)) / np.pi)
+    cache = {}
+
+    def d(i, j):  # DTW(segment i as rows, segment j as columns), memoised
+        if (i, j) not in cache:
+            a, b = segs[i][1], segs[j][1]
+            cache[(i, j)] = naive_dtw(np.arccos(np.clip(a @ b.T, -1, 1)) / np.pi)
+        return cache[(i, j)]
 
     cell = defaultdict(list)
     for ia, (A, fa) in enumerate(segs):
@@ -152,7 +157,7 @@ def brute_force_abx(feats, items, mode):
                     continue
                 if (mode == "within") != (X.speaker == A.speaker):
                     continue
-                dax, dbx = d(fx, fa), d(fx, fb)
+                dax, dbx = d(ix, ia), d(ix, ib)
                 err = 1.0 if dax > dbx else 0.5 if dax == dbx else 0.0
                 key = (A.speaker, A.phone, B.phone, (A.prev, A.next), X.speaker)
                 cell[key].append(err)

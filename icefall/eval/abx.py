@@ -258,7 +258,7 @@ def abx_score(
       {"within": ..., "across": ..., "n_items": ...} for the requested modes.
     """
     rng = random.Random(seed)
-    cells: Dict[Tuple[str, str, str], List[torch.Tensor]] = defaultdict(list)  # (ctx, spk, ph)
+    cells: Dict[Tuple, List[torch.Tensor]] = defaultdict(list)  # ((prev, next), spk, phone)
     skipped = 0
     for it in items:
         x = features[it.file]
@@ -268,14 +268,15 @@ def abx_score(
             skipped += 1
             continue
         seg = torch.as_tensor(x[start:end])
-        cells[(it.prev + "+" + it.next, it.speaker, it.phone)].append(seg)
+        cells[((it.prev, it.next), it.speaker, it.phone)].append(seg)
     if skipped:
         logging.info(f"ABX: {skipped} items shorter than one frame were skipped")
     if max_size_group is not None:
         cells = {k: rng.sample(v, max_size_group) if len(v) > max_size_group else v for k, v in cells.items()}
 
-    by_context: Dict[str, Dict[Tuple[str, str], List[int]]] = defaultdict(dict)
-    segs_by_context: Dict[str, List[torch.Tensor]] = defaultdict(list)
+    # Per context: (speaker, phone) -> indices into that context's list of segments.
+    by_context: Dict[Tuple[str, str], Dict[Tuple[str, str], List[int]]] = defaultdict(dict)
+    segs_by_context: Dict[Tuple[str, str], List[torch.Tensor]] = defaultdict(list)
     for (ctx, spk, ph), segs in sorted(cells.items()):
         pool = segs_by_context[ctx]
         by_context[ctx][(spk, ph)] = list(range(len(pool), len(pool) + len(segs)))
