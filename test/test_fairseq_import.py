@@ -286,6 +286,12 @@ def test_convert_script_and_init_from(tmp_path, monkeypatch):
         for spec in (f"fairseq:{src}", src):  # the fairseq file itself, with or without prefix
             a, _ = load_pretrained_hubert(spec)
             assert torch.equal(a.eval().encode(wav, lens)["out"], ref)
+    # continuing pretraining with new k-means labels: fresh label embeddings, the rest kept
+    c, params = load_pretrained_hubert(dst, num_classes=NUM_CLASSES + 5)
+    assert params["hubert_config"]["num_classes"] == c.label_embs_concat.shape[0] == NUM_CLASSES + 5
+    assert torch.equal(c.final_proj.weight, b.final_proj.weight)
+    with torch.no_grad():
+        assert torch.equal(c.encode(wav, lens)["out"], ref)
     with pytest.raises(FairseqCheckpointError, match=re.escape(str(tmp_path / "x.pt"))):
         torch.save({"model": {}, "params": {"encoder": "hubert-base"}}, tmp_path / "x.pt")
         load_pretrained_hubert(tmp_path / "x.pt")

@@ -413,29 +413,35 @@ def load_fairseq_hubert(path: PathLike) -> Tuple[HubertModel, Dict[str, Any]]:
     randomly initialised; their CTC layer (``w2v_encoder.proj``) is not part of HubertModel.
     """
     path = Path(path)
-    return _model_from_fairseq(*read_fairseq_checkpoint(path), path)
+    cfg, sd = read_fairseq_checkpoint(path)
+    params, ours = _from_fairseq(cfg, sd, path)
+    cfg["icefall_params"] = params
+    return _build_and_load(params, ours, path), cfg
 
 
-def _model_from_fairseq(cfg: Dict[str, Any], sd: Dict[str, Tensor],
-                        path: Path) -> Tuple[HubertModel, Dict[str, Any]]:
+def _from_fairseq(cfg: Dict[str, Any], sd: Dict[str, Tensor],
+                  path: Path) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
+    """(our params, our state dict) from a fairseq config and state dict."""
     prefix = FINETUNED_PREFIX if any(k.startswith(FINETUNED_PREFIX) for k in sd) else ""
     try:
-        params = hubert_params_from_fairseq(cfg, sd, prefix)
-        ours = convert_fairseq_state_dict(sd, prefix)
+        return hubert_params_from_fairseq(cfg, sd, prefix), convert_fairseq_state_dict(sd, prefix)
     except (FairseqCheckpointError, NotImplementedError, KeyError, ValueError) as e:
         raise FairseqCheckpointError(f"{path}: {e}") from e
+
+
+def _build_and_load(params: Dict[str, Any], sd: Dict[str, Tensor], path: Path) -> HubertModel:
+    """The model of ``params`` with ``sd`` loaded; only the pretraining head may be absent."""
     model = build_hubert_from_params(params)
-    result = model.load_state_dict(ours, strict=False)
+    result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if k not in _PRETRAINING_HEAD]
     if missing or result.unexpected_keys:
         raise FairseqCheckpointError(
             f"{path}: parameters do not match the model built from its config: "
             f"missing {missing[:8]}, unexpected {result.unexpected_keys[:8]}")
     if result.missing_keys:
-        logging.info(f"{path}: no pretraining head in the checkpoint (fine-tuned?): "
-                     f"{result.missing_keys} randomly initialised")
-    cfg["icefall_params"] = params
-    return model.eval(), cfg
+        logging.info(f"{path}: {result.missing_keys} not in the checkpoint (fine-tuned, or new "
+                     "labels): randomly initialised")
+    return model.eval()
 
 
 def convert_fairseq_checkpoint(src: PathLike, dst: PathLike) -> Dict[str, Any]:
@@ -449,23 +455,28 @@ def convert_fairseq_checkpoint(src: PathLike, dst: PathLike) -> Dict[str, Any]:
     return params
 
 
-def load_pretrained_hubert(spec: PathLike) -> Tuple[HubertModel, Dict[str, Any]]:
+def load_pretrained_hubert(spec: PathLike, num_classes: Optional[int] = None
+                           ) -> Tuple[HubertModel, Dict[str, Any]]:
     """The ``--init-from`` convention: a fairseq checkpoint (optionally written
     ``fairseq:<path>``) or a file written by :func:`convert_fairseq_checkpoint` (or any of our
     checkpoints whose ``params`` hold ``encoder``/``encoder_overrides``/``hubert_config``).
 
-    Returns (model, params).
+    ``num_classes``: the number of k-means classes of *your* labels; when it differs from the
+    checkpoint's, the label embeddings start afresh (``final_proj`` is kept).
+    Returns (model in eval mode, params).
     """
     spec = str(spec)
     path = Path(spec[len("fairseq:"):] if spec.startswith("fairseq:") else spec)
     ckpt = _load_pickle(path)
     params = ckpt.get("params") if isinstance(ckpt, dict) else None
     if isinstance(params, dict) and all(k in params for k in _OUR_PARAMS):
-        model = build_hubert_from_params(params)
-        model.load_state_dict(ckpt["model"])
-        return model, dict(params)
-    if isinstance(ckpt, dict) and ("cfg" in ckpt or "args" in ckpt):
-        model, cfg = _model_from_fairseq(*_fairseq_parts(ckpt, path), path)
-        return model, cfg["icefall_params"]
-    raise FairseqCheckpointError(
-        f"{path}: neither a fairseq checkpoint nor one with params {_OUR_PARAMS}")
+        params, sd = dict(params), ckpt["model"]
+    elif isinstance(ckpt, dict) and ("cfg" in ckpt or "args" in ckpt):
+        params, sd = _from_fairseq(*_fairseq_parts(ckpt, path), path)
+    else:
+        raise FairseqCheckpointError(
+            f"{path}: neither a fairseq checkpoint nor one with params {_OUR_PARAMS}")
+    if num_classes is not None and num_classes != params["hubert_config"].get("num_classes"):
+        params["hubert_config"] = dict(params["hubert_config"], num_classes=num_classes)
+        sd = {k: v for k, v in sd.items() if k != "label_embs_concat"}
+    return _build_and_load(params, sd, path), params
