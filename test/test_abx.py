@@ -1,11 +1,9 @@
 """ABX: DTW and distances against naive loops, the full score against a brute-force triplet
 enumeration, and the two limits (perfect features -> 0, random features -> 1/2)."""
 import math
-import random
 from collections import defaultdict
 
 import numpy as np
-import pytest
 import torch
 
 from icefall.eval.abx import (

@@ -1,5 +1,4 @@
 """Mini-batch k-means, k-means++, model files, features and label manifests."""
-import itertools
 
 import numpy as np
 import pytest
@@ -125,7 +124,7 @@ def test_compute_deltas_matches_naive():
 
 
 def _make_cuts(tmp_path, n=3):
-    from lhotse import CutSet, Recording
+    from lhotse import CutSet, Recording, RecordingSet
 
     rng = np.random.default_rng(0)
     recs = []
@@ -134,7 +133,7 @@ def _make_cuts(tmp_path, n=3):
         t = np.arange(16000 * (i + 1) // 2) / 16000
         sf.write(path, (0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) + 0.01 * rng.standard_normal(t.size)), 16000)
         recs.append(Recording.from_file(path, recording_id=f"utt{i}"))
-    return CutSet.from_manifests(recordings=__import__("lhotse").RecordingSet.from_recordings(recs))
+    return CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs))
 
 
 def test_mfcc_39_shape_and_deltas(tmp_path):

@@ -10,7 +10,7 @@ where rel(i) says whether the i-th retrieved token is the same word. MAP@R is th
 queries (tokens whose word occurs only once are not queries but stay in the pool as
 distractors).
 """
-from typing import Dict, Hashable, Iterable, List, Mapping, Sequence, Tuple, Union
+from typing import Hashable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import torch

@@ -6,7 +6,7 @@ With the joint distribution p(y, z) of phone y and unit z estimated from aligned
 * cluster purity = E_y[max_z p(z | y)] = sum_y max_z p(y, z)  (how concentrated a phone is)
 * PNMI           = I(y; z) / H(y)                              (phone-normalised MI, in [0, 1])
 """
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch

@@ -1,6 +1,6 @@
 """Per-layer summary of unit/representation metrics: a markdown table and a PNG plot."""
 from pathlib import Path
-from typing import Dict, Mapping, Tuple, Union
+from typing import Mapping, Tuple, Union
 
 METRICS = ("abx_within", "abx_across", "pnmi", "mapr")
 # ABX and MAP@R are shown in %, PNMI as a fraction (the SpidR / ZeroSpeech conventions).
