@@ -134,18 +134,26 @@ def _synth_to_file(job: Tuple[UttSpec, str]) -> UttResult:
     return UttResult(spec, text, len(utt.audio), utt.words, utt.phones, redraws)
 
 
-def _map(fn, jobs: Sequence, num_workers: int) -> Iterable:
-    """Ordered map; a pool of ``num_workers`` processes (each with its own espeak)."""
-    if num_workers <= 1:
-        yield from map(fn, jobs)
-        return
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(num_workers)
-    try:
-        yield from pool.imap(fn, jobs, chunksize=8)
-    finally:
-        pool.close()
-        pool.join()
+SHARD_SIZE = 32
+
+
+def _synth_shard(jobs: List[Tuple[UttSpec, str]]) -> List[UttResult]:
+    return [_synth_to_file(job) for job in jobs]
+
+
+def _synth_all(jobs: Sequence[Tuple[UttSpec, str]], num_workers: int) -> List[UttResult]:
+    """Synthesizes ``jobs`` in order, in shards of SHARD_SIZE, each in a new process.
+
+    espeak-ng carries state from one utterance to the next (the output of a text shifts by a
+    few samples with what was spoken before) and cannot be re-initialised in a process. So
+    every shard starts from a fresh espeak: a new process forked from a forkserver that never
+    synthesized. Output is then identical for any ``num_workers`` and any scheduling.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["icefall.data.corpus"])
+    shards = [list(jobs[i: i + SHARD_SIZE]) for i in range(0, len(jobs), SHARD_SIZE)]
+    with ctx.Pool(max(1, num_workers), maxtasksperchild=1) as pool:
+        return [r for shard in pool.imap(_synth_shard, shards, chunksize=1) for r in shard]
 
 
 def plan_corpus(size: str = "full", lang: str = "en", seed: int = 0,
@@ -214,7 +222,7 @@ def synthesize_corpus(out_dir: Path, manifest_dir: Path, size: str = "full", lan
     for split, specs in plan_corpus(size, lang, seed, augment_config).items():
         jobs = [(s, str(out_dir / split / s.speaker.id / f"{s.id}.flac")) for s in specs]
         recs, sups, phone_lines, redraws = [], [], [], 0
-        for r, (_, path) in zip(_map(_synth_to_file, jobs, num_workers), jobs):
+        for r, (_, path) in zip(_synth_all(jobs, num_workers), jobs):
             rec, sup = _manifest_items(r, Path(path))
             recs.append(rec)
             sups.append(sup)
@@ -310,7 +318,7 @@ def write_librispeech_tree(root: Path, splits: Dict[str, int], seed: int = 0,
             d = base / split / str(spk_num) / str(chapter)
             jobs.append((UttSpec(id=utt_id, speaker=spk, seed=seed), str(d / f"{utt_id}.flac")))
             groups.setdefault(d / f"{spk_num}-{chapter}.trans.txt", []).append(len(jobs) - 1)
-        results = list(_map(_synth_to_file, jobs, num_workers))
+        results = _synth_all(jobs, num_workers)
         for trans, idx in groups.items():
             trans.write_text("".join(f"{results[i].spec.id} {results[i].text}\n" for i in idx),
                              encoding="utf-8")
