@@ -244,7 +244,17 @@ def test_controller_schedules_tau_and_eta():
 
 
 @pytest.fixture(scope="module")
-def toy_baseline():
+def one_thread():
+    # Tiny matmuls: a second intra-op thread only adds synchronisation (badly so on a loaded
+    # 2-core machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def toy_baseline(one_thread):
     """The dense toy model trained for 400 steps, and its test accuracy."""
     data = toy.toy_data()
     model = toy.toy_model()
