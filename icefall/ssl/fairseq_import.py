@@ -25,7 +25,6 @@ import argparse
 import ast
 import dataclasses
 import enum
-import io
 import logging
 import math
 import pickle
@@ -203,28 +202,29 @@ def read_fairseq_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, T
 _I = r"(?P<i>\d+)"
 _P = r"(?P<p>weight|bias)"
 _LAYER = r"(?P<m>self_attn\.[qkv]_proj|self_attn\.out_proj|self_attn_layer_norm|fc1|fc2|final_layer_norm)"
-_FE = "frontend.feature_extractor.conv_layers"
-_WN = "encoder.pos_conv.conv.parametrizations.weight.original"
+_FE = r"frontend\.feature_extractor\.conv_layers"
+_WN = r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original"
 
-# (fairseq key, our key) regex templates; the first match wins in each direction.
+# (fairseq key, our key, extractor mode or None) regex templates; the first match wins in each
+# direction (our -> fairseq skips the rows of the other extractor mode).
 # Conv block i in fairseq is Sequential(conv, dropout, norm, gelu): index 0 = conv, 2 = norm
 # (GroupNorm, layer 0 of "default" mode) or 2.1 (Sequential(transpose, LayerNorm, transpose),
 # every layer of "layer_norm" mode).  Weight norm: g = original0, v = original1.
-_KEY_MAP: List[Tuple[str, str]] = [
-    (rf"feature_extractor\.conv_layers\.{_I}\.0\.{_P}", rf"{_FE}.{_I}.conv.{_P}"),
-    (rf"feature_extractor\.conv_layers\.{_I}\.2\.1\.{_P}", rf"{_FE}.{_I}.norm.{_P}"),  # layer_norm
-    (rf"feature_extractor\.conv_layers\.{_I}\.2\.{_P}", rf"{_FE}.{_I}.norm.{_P}"),  # default
-    (rf"layer_norm\.{_P}", rf"frontend.layer_norm.{_P}"),
-    (rf"post_extract_proj\.{_P}", rf"frontend.post_extract_proj.{_P}"),
-    (r"encoder\.pos_conv\.0\.weight_g", _WN + "0"),
-    (r"encoder\.pos_conv\.0\.weight_v", _WN + "1"),
-    (r"encoder\.pos_conv\.0\.parametrizations\.weight\.original(?P<k>[01])", _WN + "(?P<k>[01])"),
-    (r"encoder\.pos_conv\.0\.bias", "encoder.pos_conv.conv.bias"),
-    (rf"encoder\.layer_norm\.{_P}", rf"encoder.layer_norm.{_P}"),
-    (rf"encoder\.layers\.{_I}\.{_LAYER}\.{_P}", rf"encoder.layers.{_I}.{_LAYER}.{_P}"),
-    (r"mask_emb", "mask_emb"),
-    (rf"final_proj\.{_P}", rf"final_proj.{_P}"),
-    (r"label_embs_concat", "label_embs_concat"),
+_KEY_MAP: List[Tuple[str, str, Optional[str]]] = [
+    (rf"feature_extractor\.conv_layers\.{_I}\.0\.{_P}", rf"{_FE}\.{_I}\.conv\.{_P}", None),
+    (rf"feature_extractor\.conv_layers\.{_I}\.2\.1\.{_P}", rf"{_FE}\.{_I}\.norm\.{_P}", "layer"),
+    (rf"feature_extractor\.conv_layers\.{_I}\.2\.{_P}", rf"{_FE}\.{_I}\.norm\.{_P}", "group"),
+    (rf"layer_norm\.{_P}", rf"frontend\.layer_norm\.{_P}", None),
+    (rf"post_extract_proj\.{_P}", rf"frontend\.post_extract_proj\.{_P}", None),
+    (r"encoder\.pos_conv\.0\.weight_g", _WN + "0", None),
+    (r"encoder\.pos_conv\.0\.weight_v", _WN + "1", None),
+    (r"encoder\.pos_conv\.0\.parametrizations\.weight\.original(?P<k>[01])", _WN + "(?P<k>[01])", None),
+    (r"encoder\.pos_conv\.0\.bias", r"encoder\.pos_conv\.conv\.bias", None),
+    (rf"encoder\.layer_norm\.{_P}", rf"encoder\.layer_norm\.{_P}", None),
+    (rf"encoder\.layers\.{_I}\.{_LAYER}\.{_P}", rf"encoder\.layers\.{_I}\.{_LAYER}\.{_P}", None),
+    (r"mask_emb", r"mask_emb", None),
+    (rf"final_proj\.{_P}", rf"final_proj\.{_P}", None),
+    (r"label_embs_concat", r"label_embs_concat", None),
 ]
 
 
@@ -234,13 +234,14 @@ def _fill(template: str, groups: Dict[str, str]) -> str:
     return out.replace("\\.", ".")
 
 
-def _map_key(key: str, src: int, skip: Tuple[int, ...] = ()) -> Optional[str]:
-    for idx, pair in enumerate(_KEY_MAP):
-        if idx in skip:
+def _map_key(key: str, src: int, mode: Optional[str] = None) -> Optional[str]:
+    """Map ``key`` from side ``src`` (0 = fairseq, 1 = ours) to the other; None if unknown."""
+    for row in _KEY_MAP:
+        if mode is not None and row[2] not in (None, mode):
             continue
-        m = re.fullmatch(pair[src], key)
+        m = re.fullmatch(row[src], key)
         if m:
-            return _fill(pair[1 - src], m.groupdict())
+            return _fill(row[1 - src], m.groupdict())
     return None
 
 
@@ -275,10 +276,9 @@ def to_fairseq_state_dict(model: HubertModel) -> Dict[str, Tensor]:
     fairseq's ``nn.utils.weight_norm`` saves)."""
     layer_mode = any(getattr(b, "norm_type", None) == "layer"
                      for b in model.frontend.feature_extractor.conv_layers)
-    skip = (2,) if layer_mode else (1,)  # pick the conv-norm naming of the extractor mode
     out = {}
     for key, value in model.state_dict().items():
-        theirs = _map_key(key, 1, skip)
+        theirs = _map_key(key, 1, "layer" if layer_mode else "group")
         if theirs is None:
             raise KeyError(f"no fairseq name for {key}")
         out[theirs] = value
