@@ -420,31 +420,61 @@ def toy_batch(g, protos, B=8, T=60):
     return x + 0.3 * torch.randn(x.shape, generator=g), lens
 
 
-@pytest.mark.parametrize("variant", ["spidr", "dinosr"])
-def test_short_training_lowers_loss_without_codebook_collapse(variant):
+def train_toy(variant, steps=50, V=16):
+    """Train a 3-layer Transformer (K = 2 codebooks of V) on :func:`toy_batch` with Adam.
+    Returns per-step (loss per masked frame, codebook perplexity, prediction perplexity)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     protos = torch.randn(8, 16, generator=g)
     enc = TransformerEncoder(embed_dim=32, ffn_dim=64, num_heads=4, num_layers=3, layerdrop=0.0,
                              conv_pos=8, conv_pos_groups=4, qkv_bias=False, dropout=0.0,
                              attention_dropout=0.0)
-    V = 16
     cfg = SpidrConfig(variant=variant, num_codebooks=2, codebook_size=V, mask_length=4,
                       ema_start_decay=0.99, ema_timescale=100.0, ema_end_decay=0.999,
                       ema_anneal_end_step=50)
     model = SpidrModel(FeatFrontend(), enc, cfg)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    losses, ppls = [], []
-    for step in range(1, 51):
+    history = []
+    for step in range(1, steps + 1):
         x, lens = toy_batch(g, protos)
         loss, stats = model(x, lens)
         opt.zero_grad()
         (loss / stats["count_m"]).backward()
         opt.step()
         model.update_teacher(step)
-        losses.append(loss.item() / stats["count_m"])
-        ppls.append(stats["codebook_ppl"])
+        history.append((loss.item() / stats["count_m"], stats["codebook_ppl"], stats["pred_ppl"]))
+    return history
+
+
+@pytest.mark.parametrize("variant", ["spidr", "dinosr"])
+def test_short_training_lowers_loss_without_codebook_collapse(variant):
+    V = 16
+    losses, ppls, _ = zip(*train_toy(variant, V=V))
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert first > math.log(V) - 0.5  # starts near chance
     assert last < first - 0.3, (first, last)
     assert min(ppls[-10:]) > 4.0, ppls[-10:]  # far from a collapse to 1 (V = 16)
+
+
+# ---------------------------------------------------------------------- shared Trainer
+@pytest.mark.parametrize("accum_grad", [1, 2])
+def test_trainer_after_step_updates_teacher_once_per_optimizer_step(tmp_path, accum_grad):
+    from icefall.trainer import Trainer
+    from icefall.ssl.spidr import spidr_after_step
+    from icefall.utils import AttributeDict, MetricsTracker
+
+    model = toy_model()
+    teacher0 = model.teacher.l1.weight.clone()
+    sums0 = [c.sums.clone() for c in model.codebooks]
+    batches = [toy_input(seed=s)[:2] for s in range(4)]
+
+    def compute_loss(model, batch, is_training):
+        loss, stats = model(*batch)
+        return loss, MetricsTracker({"frames": stats["count_m"], "loss": stats["loss_m"]})
+
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    params = AttributeDict(exp_dir=tmp_path, num_epochs=1, tensorboard=False, accum_grad=accum_grad)
+    Trainer(params, model, opt, None, compute_loss, batches, after_step=spidr_after_step).train()
+    assert int(model.num_updates) == 4 // accum_grad  # optimizer steps, not batches
+    assert not torch.equal(model.teacher.l1.weight, teacher0)
+    assert all(not torch.equal(c.sums, s) for c, s in zip(model.codebooks, sums0))
