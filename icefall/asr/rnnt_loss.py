@@ -76,93 +76,111 @@ def rnnt_backend(use_k2: Optional[bool] = None) -> ModuleType:
 # --------------------------------------------------------------------------
 # The recursion
 # --------------------------------------------------------------------------
-def _shift(x: Tensor, s0: Tensor, t0: Tensor, sign: int) -> Tensor:
-    """Per-sequence re-indexing: ``y[b, i, j] = x[b, s0[b] + sign*i, t0[b] + sign*j]``.
+def _shift(x: Tensor, s0: Tensor, t0: Tensor, fill: float = _NEG_INF) -> Tensor:
+    """Per-sequence offset: ``y[b, i, j] = x[b, s0[b] + i, t0[b] + j]``, ``fill``
+    outside ``x``.  The loop is over the batch only (block copies).
 
-    Positions that fall outside ``x`` are -inf.  ``sign=-1`` reverses the
-    lattice of each sequence around its own end point ``(s0, t0)``.  The loop
-    is over the batch only (block copies), not over cells.
-    Args:
-      x: (B, S, T); s0, t0: (B,) int64.
-    Returns: (B, S, T).
+    Args: x (B, S, T); s0, t0 (B,) int64, may be negative.  Returns (B, S, T).
     """
     S, T = x.shape[1], x.shape[2]
-    y = torch.full_like(x, _NEG_INF)
+    y = torch.full_like(x, fill)
     for b, (s, t) in enumerate(zip(s0.tolist(), t0.tolist())):
-        if sign > 0:
-            y[b, max(0, -s) : S - max(0, s), max(0, -t) : T - max(0, t)] = x[
-                b, max(0, s) : S - max(0, -s), max(0, t) : T - max(0, -t)
-            ]
-        elif s >= 0 and t >= 0:
-            i0, j0 = max(0, s - S + 1), max(0, t - T + 1)
-            y[b, i0 : s + 1, j0 : t + 1] = x[b, : s + 1 - i0, : t + 1 - j0].flip(0, 1)
+        y[b, max(0, -s) : S - max(0, s), max(0, -t) : T - max(0, t)] = x[
+            b, max(0, s) : S - max(0, -s), max(0, t) : T - max(0, -t)
+        ]
     return y
 
 
-def _forward_scores(px: Tensor, py: Tensor) -> Tensor:
-    """alpha[b, s, t] = p[b, s, t] of the recursion started at (0, 0).
+def _arc_views(buf: Tensor, S: int, T1: int, T: int, c: int) -> Tuple[Tensor, Tensor]:
+    """The (B, S, T1) x-arc and (B, S+1, T) y-arc views of a (B, 2, S+1, K)
+    step-ordered buffer: row s is shifted by c*s, so that entry k of a row is
+    the arc *into* the cell of that row on step k."""
+    B, _, R, K = buf.shape
+    o = buf.storage_offset()
+    x = buf.as_strided((B, S, T1), (2 * R * K, K + c, 1), o + K + 1)  # into (s+1, .)
+    y = buf.as_strided((B, R, T), (2 * R * K, K + c, 1), o + R * K + 1)  # into (s, t+1)
+    return x, y
 
-    Args:
-      px: (B, S, T+1) regular or (B, S, T) modified; py: (B, S+1, T).
-    Returns:
-      alpha: (B, S+1, T+1); unreachable cells are -inf.
-    """
+
+def _to_steps(px: Tensor, py: Tensor) -> Tensor:
+    """Arc scores by step: ``arcs[k, b, 0, s]`` is px of the x-arc into the
+    cell of row s on step k, ``arcs[k, b, 1, s]`` py of its y-arc; -inf where
+    there is none.  Returns (K, B, 2, S+1)."""
     B, S, T1 = px.shape
     T = py.shape[2]
-    c = 1 if T1 == T + 1 else 0  # cell (s, t) is computed on step k = c*s + t
-    K = c * S + T + 1  # number of steps; the last one holds (S, T)
-    R = S + 1  # rows per step (row 0 is s = 0)
-    # Arc scores into each cell, laid out by step: arcs[b, 0, s, k] is the
-    # x-arc into (s, t) (from row s-1), arcs[b, 1, s, k] the y-arc (from t-1).
-    # Writing each row shifted by c*s is a strided view, contiguous along t.
-    arcs = px.new_full((B, 2, R, K), _NEG_INF)
-    arcs.as_strided((B, S, T1), (2 * R * K, K + c, 1), arcs.storage_offset() + K + 1).copy_(px)
-    arcs.as_strided((B, R, T), (2 * R * K, K + c, 1), arcs.storage_offset() + R * K + 1).copy_(py)
-    # Step-major, so that each step reads one contiguous block (a 2-D transpose
-    # is much faster than a strided gather).
-    arcs = arcs.view(B * 2 * R, K).t().contiguous().view(K, B, 2, R)
+    c = 1 if T1 == T + 1 else 0
+    K = c * S + T + 1
+    buf = px.new_full((B, 2, S + 1, K), _NEG_INF)
+    x, y = _arc_views(buf, S, T1, T, c)
+    x.copy_(px)
+    y.copy_(py)
+    # Step-major, so that each step reads one contiguous block (a 2-D
+    # transpose is much faster than a strided gather).
+    return buf.view(B * 2 * (S + 1), K).t().contiguous().view(K, B, 2, S + 1)
 
-    # a[k, b, 1 + s]: alpha of row s on step k; a[:, :, 0] = -inf stands for
-    # row -1, so that both predecessors of a step form one strided view.
-    a = px.new_full((K, B, R + 1), _NEG_INF)
+
+def _from_steps(g: Tensor, S: int, T1: int, T: int) -> Tuple[Tensor, Tensor]:
+    """Inverse of :func:`_to_steps`: (K, B, 2, S+1) -> ((B, S, T1), (B, S+1, T))."""
+    K, B = g.shape[0], g.shape[1]
+    buf = g.view(K, B * 2 * (S + 1)).t().contiguous().view(B, 2, S + 1, K)
+    x, y = _arc_views(buf, S, T1, T, 1 if T1 == T + 1 else 0)
+    return x.contiguous(), y.contiguous()
+
+
+def _alpha_steps(arcs: Tensor) -> Tensor:
+    """Forward scores by step.
+
+    Args: arcs (K, B, 2, R) from :func:`_to_steps`.
+    Returns: a (K, B, R+1) with ``a[k, b, 1 + s]`` the score of (0, 0) ->
+      (cell of row s on step k); ``a[:, :, 0]`` = -inf stands for row -1, so
+      that both predecessors of a step are one strided view.
+    """
+    K, B, _, R = arcs.shape
+    a = arcs.new_full((K, B, R + 1), _NEG_INF)
     a[0, :, 1] = 0.0
     prev = a.as_strided((K, B, 2, R), (B * (R + 1), R + 1, 1, 1)).unbind(0)
     out = a[:, :, 1:].unbind(0)
-    arcs = arcs.unbind(0)
-    tmp = px.new_empty(B, 2, R)
+    steps = arcs.unbind(0)
+    tmp = arcs.new_empty(B, 2, R)
     tmp_x, tmp_y = tmp[:, 0], tmp[:, 1]
-    for k in range(1, K):  # the only Python loop: one vector step per (anti-)diagonal
-        torch.add(prev[k - 1], arcs[k], out=tmp)
+    for k in range(1, K):  # one vector step per (anti-)diagonal
+        torch.add(prev[k - 1], steps[k], out=tmp)
         torch.logaddexp(tmp_x, tmp_y, out=out[k])
-
-    # Back to (B, S+1, T+1): alpha[b, s, t] = a[c*s + t, b, 1 + s].
-    a = a.view(K, B * (R + 1)).t().contiguous()
-    return a.as_strided((B, R, T + 1), ((R + 1) * K, K + c, 1), K).contiguous()
+    return a
 
 
-def _occupation(
-    px: Tensor, py: Tensor, boundary: Tensor, alpha: Tensor, scores: Tensor
-) -> Tuple[Tensor, Tensor]:
-    """d scores / d px and d scores / d py: the posterior occupation of each arc.
+def _occupation_steps(arcs: Tensor, a: Tensor, end_k: Tensor, end_s: Tensor) -> Tensor:
+    """Arc occupations (= d score / d arc) by step, overwriting ``arcs``.
 
-    Args: px (B, S, T1), py (B, S+1, T), boundary (B, 4), alpha (B, S+1, T+1)
-      from the forward pass, scores (B,).
-    Returns: (px_grad (B, S, T1), py_grad (B, S+1, T)).
+    Each arc's local weight exp(a[source] + arc - a[target]) is computed for
+    all cells at once; the occupation of the cells is then propagated back
+    from the end cell, step by step, in the probability domain (values in
+    [0, 1], only multiply-adds), as k2 does.
+
+    Args: arcs (K, B, 2, R), a (K, B, R+1) from :func:`_alpha_steps`;
+      end_k, end_s (B,): step and row of each sequence's end cell.
+    Returns: (K, B, 2, R), same layout as arcs.
     """
-    S, T1 = px.shape[1], px.shape[2]
-    T = py.shape[2]
-    dt = 1 if T1 == T else 0  # the x-arc also moves one frame if modified
-    s_end, t_end = boundary[:, 2], boundary[:, 3]
-    # beta[b, s, t] = score of (s, t) -> end = alpha of the reversed lattice.
-    rev_px = _shift(px, s_end - 1, t_end - dt, -1)
-    rev_py = _shift(py, s_end, t_end - 1, -1)
-    beta = _shift(_forward_scores(rev_px, rev_py), s_end, t_end, -1)  # (B, S+1, T+1)
-    # A sequence without any path gets zero gradient (as in k2), not NaN.
-    total = torch.where(torch.isfinite(scores), scores, torch.zeros_like(scores))
-    total = total.view(-1, 1, 1)
-    px_grad = _exp_no_denormals(alpha[:, :S, :T1] + px + beta[:, 1:, dt : dt + T1] - total)
-    py_grad = _exp_no_denormals(alpha[:, :, :T] + py + beta[:, :, 1:] - total)
-    return px_grad, py_grad
+    K, B, _, R = arcs.shape
+    w = arcs
+    # A target of -inf (unreachable cell) has -inf sources too: clamping it
+    # keeps their weight exp(-inf) = 0 instead of NaN.
+    target = a[1:, :, 1:].clamp_min(torch.finfo(a.dtype).min)
+    w[1:, :, 0].add_(a[:-1, :, :R]).sub_(target)
+    w[1:, :, 1].add_(a[:-1, :, 1:]).sub_(target)
+    w[0] = _NEG_INF
+    w = _exp_no_denormals(w)
+    # occ[k, b, s]: occupation of a cell, seeded with 1 at each end cell.
+    occ = arcs.new_zeros(K, B, R)
+    occ[end_k, torch.arange(B, device=arcs.device), end_s] = 1.0
+    # Views made once (unbind), not per step: indexing costs as much as the math.
+    rows, rows_lo, rows_hi = occ.unbind(0), occ[:, :, : R - 1].unbind(0), occ[:, :, 1:].unbind(0)
+    w_x, w_y = w[:, :, 0, 1:].unbind(0), w[:, :, 1].unbind(0)
+    for k in range(K - 2, -1, -1):
+        # flow back through the x-arc to row s+1 and through the y-arc in row s
+        torch.addcmul(rows_lo[k], rows_hi[k + 1], w_x[k + 1], out=rows_lo[k])
+        rows[k].addcmul_(rows[k + 1], w_y[k + 1])
+    return w.mul_(occ.unsqueeze(2))
 
 
 def _exp_no_denormals(x: Tensor) -> Tensor:
@@ -178,32 +196,33 @@ def _exp_no_denormals(x: Tensor) -> Tensor:
 class _MutualInformation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, px, py, boundary, return_grad):
-        starts_at_zero = not bool(boundary[:, :2].any())
-        if starts_at_zero:
-            alpha = _forward_scores(px, py)
-        else:  # run the lattice from (s_begin, t_begin), then put it back in place
-            s0, t0 = boundary[:, 0], boundary[:, 1]
-            alpha = _forward_scores(_shift(px, s0, t0, 1), _shift(py, s0, t0, 1))
-            alpha = _shift(alpha, -s0, -t0, 1)
-        B = px.shape[0]
-        ar = torch.arange(B, device=px.device)
-        scores = alpha[ar, boundary[:, 2], boundary[:, 3]]
-        grads = None
+        B, S, T1 = px.shape
+        T = py.shape[2]
+        c = 1 if T1 == T + 1 else 0  # cell (s, t) lies on step c*s + t
+        s0, t0, s_end, t_end = boundary.unbind(1)
+        shifted = bool(boundary[:, :2].any())
+        if shifted:  # run the lattice from (s_begin, t_begin) as if from (0, 0)
+            px, py = _shift(px, s0, t0), _shift(py, s0, t0)
+            s_end, t_end = s_end - s0, t_end - t0
+        arcs = _to_steps(px, py)
+        a = _alpha_steps(arcs)
+        end_k = c * s_end + t_end
+        scores = a[end_k, torch.arange(B, device=px.device), 1 + s_end]
+        # Like k2, the gradient is computed here whenever it will be needed.
+        if not (return_grad or any(ctx.needs_input_grad[:2])):
+            return scores, None, None
+        px_grad, py_grad = _from_steps(_occupation_steps(arcs, a, end_k, s_end), S, T1, T)
+        if shifted:
+            px_grad, py_grad = _shift(px_grad, -s0, -t0, 0.0), _shift(py_grad, -s0, -t0, 0.0)
+        ctx.save_for_backward(px_grad, py_grad)
         if return_grad:
-            grads = _occupation(px, py, boundary, alpha, scores)
-            ctx.save_for_backward(*grads)
-        else:
-            ctx.save_for_backward(px, py, boundary, alpha, scores)
-        ctx.have_grads = return_grad
-        ctx.mark_non_differentiable(*(grads or ()))
-        return (scores,) + (grads or (None, None))
+            ctx.mark_non_differentiable(px_grad, py_grad)
+            return scores, px_grad, py_grad
+        return scores, None, None
 
     @staticmethod
     def backward(ctx, score_grad, _unused_px, _unused_py):
-        if ctx.have_grads:
-            px_grad, py_grad = ctx.saved_tensors
-        else:
-            px_grad, py_grad = _occupation(*ctx.saved_tensors)
+        px_grad, py_grad = ctx.saved_tensors
         g = score_grad.view(-1, 1, 1)
         return px_grad * g, py_grad * g, None, None
 
