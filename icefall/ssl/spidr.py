@@ -124,7 +124,9 @@ def _layer_dims(encoder: nn.Module, in_dim: int, tap: str) -> List[int]:
     was_training = encoder.training
     encoder.eval()
     T = 64
-    _, _, hidden = layer_outputs(encoder, torch.zeros(1, T, in_dim), torch.tensor([T]), tap)
+    device = next(encoder.parameters()).device
+    x, lens = torch.zeros(1, T, in_dim, device=device), torch.tensor([T], device=device)
+    _, _, hidden = layer_outputs(encoder, x, lens, tap)
     encoder.train(was_training)
     return [h.shape[-1] for h in hidden]
 
@@ -372,6 +374,8 @@ class SpidrModel(nn.Module):
         sel = mask & ~make_pad_mask(lens, T)  # scored frames: masked and valid
 
         inputs = self.head_inputs(x_masked, lens)
+        if inputs[0].shape[1] != T:
+            raise ValueError("the encoder must keep the front end's frame rate")
         targets = self.teacher_targets(x, lens)
         K = len(self.heads)
         loss = x.new_zeros((), dtype=torch.float32)
