@@ -19,15 +19,18 @@ with ``t' = t`` for the regular transducer (px of shape (B, S, T+1)) and
 ``t' = t - 1`` when one symbol also consumes a frame (px of shape (B, S, T)).
 Both predecessors of a cell lie one "step" back, with step ``k = s + t``
 (regular: anti-diagonals) or ``k = t`` (modified/constrained: columns), so the
-lattice is computed one step at a time, each step a vector op over
-(B, S+1).  The gradient is the posterior occupation of each arc,
-``exp(alpha + arc + beta - total)``; beta is the alpha of the reversed
-lattice, so the same vectorised kernel serves the backward pass.
+lattice is computed one step at a time, each step two vector ops over
+(B, S+1) on a step-major copy of px/py.  The gradient is the posterior
+occupation of each arc (a torch.autograd.Function, not autograd through the
+loop): the local weight exp(alpha[source] + arc - alpha[target]) of every
+arc is computed at once, then cell occupations flow back from the end cell
+one step at a time with multiply-adds.  Memory is O(B * S * (S + T)).
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 from types import ModuleType
 from typing import Optional, Tuple, Union
 
@@ -61,8 +64,6 @@ def rnnt_backend(use_k2: Optional[bool] = None) -> ModuleType:
       A module with ``rnnt_loss_smoothed``, ``get_rnnt_prune_ranges``,
       ``do_rnnt_pruning``, ``rnnt_loss_pruned``, ... (identical signatures).
     """
-    import sys
-
     if use_k2 is None:
         wanted = os.environ.get("ICEFALL_USE_K2", "0").lower() in ("1", "true", "yes")
         use_k2 = wanted and k2_available()
