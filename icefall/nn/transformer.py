@@ -163,7 +163,8 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
 
-        attn_mask = ~pad.squeeze(-1)[:, None, None, :]  # (B, 1, 1, T), True = attend
+        # (B, 1, 1, T), True = attend; None without padding lets SDPA use its fused kernels.
+        attn_mask = None if bool((x_lens >= x.shape[1]).all()) else ~pad.squeeze(-1)[:, None, None, :]
         hidden: List[Tensor] = []
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and random.random() < self.layerdrop:
