@@ -478,3 +478,40 @@ def test_trainer_after_step_updates_teacher_once_per_optimizer_step(tmp_path, ac
     assert int(model.num_updates) == 4 // accum_grad  # optimizer steps, not batches
     assert not torch.equal(model.teacher.l1.weight, teacher0)
     assert all(not torch.equal(c.sums, s) for c, s in zip(model.codebooks, sums0))
+
+
+# ---------------------------------------------------------------------- units (icefall/ssl/units.py)
+def test_deduplicate():
+    from icefall.ssl.units import deduplicate
+
+    assert deduplicate([3, 3, 5, 5, 5, 3, 7]) == [3, 5, 3, 7]
+    assert deduplicate([]) == [] and deduplicate([4]) == [4]
+
+
+def test_codebook_units_and_layer_features_in_cuts(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from lhotse import CutSet, Recording, RecordingSet
+
+    from icefall.ssl.units import layer_feature_fn, write_codebook_units
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, n in enumerate([8000, 5600]):
+        sf.write(tmp_path / f"u{i}.wav", 0.1 * rng.standard_normal(n), 16000)
+        recs.append(Recording.from_file(tmp_path / f"u{i}.wav", recording_id=f"u{i}"))
+    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs))
+    model = build_spidr("hubert-tiny", "spidr", num_codebooks=2, codebook_size=16).eval()
+    out = write_codebook_units(cuts, model, layer=2, out_path=tmp_path / "units.jsonl.gz")
+    # reference: both utterances in one padded batch
+    wavs = torch.zeros(2, 8000)
+    for i, c in enumerate(cuts):
+        wavs[i, : c.num_samples] = torch.as_tensor(c.load_audio()[0])
+    lens = torch.tensor([8000, 5600])
+    ref_units, ulens = model.predict_units(wavs, lens, layer=2)
+    ref_feats, _ = model.extract_features(wavs, lens, layers=[1])
+    feature_fn = layer_feature_fn(model, layer=1)
+    for i, c in enumerate(CutSet.from_file(out)):
+        n = int(ulens[i])
+        assert [int(u) for u in c.custom["units"].split()] == ref_units[i, :n].tolist()
+        torch.testing.assert_close(feature_fn(c), ref_feats[0][i, :n], rtol=1e-4, atol=1e-4)
