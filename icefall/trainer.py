@@ -36,7 +36,16 @@ from icefall.checkpoint import (
     unwrap_model,
     update_averaged_model,
 )
-from icefall.utils import AttributeDict, MetricsTracker, fix_random_seed, set_rng_state, str2bool
+from icefall.dist import get_device, setup_dist
+from icefall.env import log_env_info
+from icefall.utils import (
+    AttributeDict,
+    MetricsTracker,
+    fix_random_seed,
+    set_rng_state,
+    setup_logger,
+    str2bool,
+)
 
 ComputeLoss = Callable[[nn.Module, Any, bool], Tuple[torch.Tensor, MetricsTracker]]
 
@@ -107,7 +116,10 @@ class Trainer:
       train_dl: iterable of batches; its ``sampler`` (if any) may have ``set_epoch`` and
         ``state_dict``/``load_state_dict`` (lhotse samplers do).
       valid_dl: optional validation loader.
-      after_step: optional callback ``(trainer) -> None`` after every optimizer step.
+      after_step: optional callback ``(trainer) -> None`` after every optimizer step
+        (EMA teachers, pruning controllers).
+      before_batch: optional callback ``(trainer) -> None`` before every training forward,
+        with ``params.batch_idx_train`` already counting this batch (schedules).
     """
 
     def __init__(
@@ -123,6 +135,7 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         after_step: Optional[Callable[["Trainer"], None]] = None,
+        before_batch: Optional[Callable[["Trainer"], None]] = None,
     ):
         defaults = dict(
             num_epochs=1, start_epoch=1, start_batch=0, seed=42, accum_grad=1, use_fp16=False,
@@ -155,6 +168,7 @@ class Trainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.after_step = after_step
+        self.before_batch = before_batch
 
         model.to(device)
         self.model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
@@ -258,9 +272,13 @@ class Trainer:
         t_last_log = time.time()
         for batch in batches:
             batch_idx += 1
+            if batch is None:
+                continue  # every cut of this batch was unreadable; the dataset logged each one
             p.batch_idx_train += 1
             p.batch_idx_in_epoch = batch_idx
             is_step = p.batch_idx_train % p.accum_grad == 0
+            if self.before_batch is not None:
+                self.before_batch(self)
             info = self._forward_backward(batch, is_step)
             if info is not None:
                 tot = tot + info
@@ -373,6 +391,8 @@ class Trainer:
         self.model.eval()
         tot = MetricsTracker()
         for batch in self.valid_dl:
+            if batch is None:
+                continue
             with autocast_context(self.device, p.use_fp16, p.use_bf16):
                 loss, info = self.compute_loss(self.model, batch, False)
             tot = tot + info
@@ -438,3 +458,49 @@ class Trainer:
         path = self.params.exp_dir / f"bad-model{suffix}-{self.rank}.pt"
         save_checkpoint(path, **{**self._state(), "rank": 0})
         return path
+
+
+def setup_run(params: AttributeDict, rank: int, world_size: int, name: str) -> torch.device:
+    """Start of every training script: join the process group, log to ``exp_dir/log/log-<name>``
+    and the console, log the environment and params; returns this rank's device."""
+    setup_dist(rank, world_size, params.get("master_port", 12354))
+    params.exp_dir = Path(params.exp_dir)
+    setup_logger(params.exp_dir / "log" / f"log-{name}", rank=rank, world_size=world_size)
+    log_env_info()
+    logging.info(f"Params: {dict(params)}")
+    fix_random_seed(params.get("seed", 42))
+    return get_device(rank)
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """ScaledAdam + Eden options (``--base-lr`` comes from ``add_training_arguments``)."""
+    g = parser.add_argument_group("optimizer")
+    g.add_argument("--lr-batches", type=float, default=7500, help="Eden: batches at which the lr has decayed by ~0.84")
+    g.add_argument("--lr-epochs", type=float, default=3.5, help="Eden: epochs at which the lr has decayed by ~0.84")
+    g.add_argument("--warmup-batches", type=float, default=500.0, help="Eden: linear warm-up length")
+    g.add_argument("--clipping-scale", type=float, default=2.0, help="ScaledAdam: clip at this multiple of the median grad norm")
+    g.add_argument("--ref-duration", type=float, default=600.0, help="Batch counts for schedules are scaled by max_duration*world_size/ref_duration")
+
+
+def make_optimizer(model: nn.Module, params: AttributeDict):
+    """ScaledAdam over named parameters (trainable only) and its Eden schedule."""
+    from icefall.optim import Eden, ScaledAdam
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = ScaledAdam(named, lr=params.base_lr, clipping_scale=params.get("clipping_scale", 2.0))
+    scheduler = Eden(
+        optimizer,
+        lr_batches=params.get("lr_batches", 7500),
+        lr_epochs=params.get("lr_epochs", 3.5),
+        warmup_batches=params.get("warmup_batches", 500.0),
+    )
+    return optimizer, scheduler
+
+
+def set_schedule_count(trainer: "Trainer") -> None:
+    """``before_batch`` callback: advance Zipformer's ScheduledFloats by data seen, not batches."""
+    from icefall.nn.scaling import set_batch_count
+
+    p = trainer.params
+    scale = p.get("max_duration", p.get("ref_duration", 600.0)) * trainer.world_size / p.get("ref_duration", 600.0)
+    set_batch_count(trainer.model, p.batch_idx_train * scale)

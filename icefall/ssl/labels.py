@@ -1,0 +1,140 @@
+"""K-means labels for HuBERT-style pretraining: fit on one split, label every split.
+
+Iteration 1 clusters MFCC-39 (or fbank) frames at 100 Hz; iteration n clusters the output of one
+layer of a pretrained model (50 Hz). The labelled cuts go to a new manifest directory, so that
+each iteration keeps its own labels::
+
+    python -m icefall.ssl.labels --manifest-dir data/fbank --out-dir data/kmeans-mfcc-100 \\
+        --features mfcc --num-clusters 100
+    python -m icefall.ssl.labels --manifest-dir data/fbank --out-dir data/kmeans-l4-500 \\
+        --features layer --checkpoint zipformer/exp/epoch-20.pt --layer 4 --num-clusters 500
+
+The k-means model is saved to ``<out-dir>/kmeans.pt`` (``icefall.ssl.kmeans.KMeans.load``), so
+new data can be labelled with the same clusters (``--kmeans-model``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import torch
+
+from icefall.ssl.kmeans import KMeans, cut_features, write_kmeans_labels
+
+FeatureFn = Callable[[object], torch.Tensor]
+
+
+def layer_feature_fn(checkpoint: Path, layer: int, device: str = "cpu") -> FeatureFn:
+    """cut -> (T, D) output of ``layer`` (0 = front end, 1..L encoder layers) of a pretrained
+    HuBERT-style model saved by ``pretrain.py`` (its params say how to rebuild it)."""
+    from icefall.checkpoint import load_file
+    from icefall.ssl.pretrain import build_model
+    from icefall.utils import AttributeDict
+
+    ckpt = load_file(checkpoint)
+    params = AttributeDict(ckpt["params"])
+    model = build_model(params)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    input_type = "wav" if params.frontend == "cnn" else "fbank"
+
+    @torch.no_grad()
+    def fn(cut) -> torch.Tensor:
+        if input_type == "wav":
+            x = torch.as_tensor(cut.load_audio()[0]).unsqueeze(0)
+        else:
+            x = torch.as_tensor(cut.load_features()).unsqueeze(0)
+        lens = torch.tensor([x.shape[1]])
+        layers, out_lens = model.extract_features(x.to(device), lens.to(device), layers=[layer])
+        return layers[0][0, : int(out_lens[0])].float().cpu()
+
+    return fn
+
+
+def _feature_stream(cuts, fn: FeatureFn, max_frames: Optional[int]) -> Iterator[torch.Tensor]:
+    seen = 0
+    for cut in cuts:
+        feats = fn(cut)
+        yield feats
+        seen += feats.shape[0]
+        if max_frames is not None and seen >= max_frames:
+            return
+
+
+def fit_and_label(
+    manifest_dir: Path,
+    out_dir: Path,
+    prefix: str,
+    fit_split: str,
+    splits: List[str],
+    feature_fn: FeatureFn,
+    num_clusters: int,
+    max_fit_frames: Optional[int] = None,
+    kmeans_model: Optional[Path] = None,
+    seed: int = 0,
+    meta: Optional[dict] = None,
+) -> Path:
+    """Fit (unless ``kmeans_model`` is given) and write ``<out_dir>/<prefix>_cuts_<split>``."""
+    from lhotse import load_manifest_lazy
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / "kmeans.pt"
+    if kmeans_model is not None:
+        km = KMeans.load(kmeans_model)
+    elif model_path.is_file():
+        logging.info(f"{model_path} exists: reusing it")
+        km = KMeans.load(model_path)
+    else:
+        cuts = load_manifest_lazy(manifest_dir / f"{prefix}_cuts_{fit_split}.jsonl.gz")
+        km = KMeans(num_clusters, meta=meta)
+        g = torch.Generator().manual_seed(seed)
+        km.fit(_feature_stream(cuts, feature_fn, max_fit_frames), generator=g)
+        km.save(model_path)
+        logging.info(f"Fitted {num_clusters} clusters on {fit_split}; saved {model_path}")
+    for split in splits:
+        src = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+        dst = out_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+        if dst.is_file():
+            logging.info(f"{dst} exists: skipping")
+            continue
+        write_kmeans_labels(load_manifest_lazy(src), km, feature_fn, dst)
+        logging.info(f"Labelled {src} -> {dst}")
+    return model_path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--prefix", default="mini")
+    parser.add_argument("--fit-split", default="train-unlabeled")
+    parser.add_argument("--splits", nargs="+", default=["train-unlabeled", "dev"])
+    parser.add_argument("--features", choices=["mfcc", "fbank", "stored", "layer"], default="mfcc")
+    parser.add_argument("--checkpoint", type=Path, help="--features layer: a pretrain.py checkpoint")
+    parser.add_argument("--layer", type=int, default=-1, help="--features layer: 0 = front end, 1..L encoder layers")
+    parser.add_argument("--num-clusters", type=int, default=100)
+    parser.add_argument("--max-fit-frames", type=int, default=None, help="fit on at most this many frames")
+    parser.add_argument("--kmeans-model", type=Path, default=None, help="label with this fitted model instead of fitting")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    if args.features == "layer":
+        if args.checkpoint is None:
+            parser.error("--features layer needs --checkpoint")
+        fn = layer_feature_fn(args.checkpoint, args.layer, args.device)
+    else:
+        fn = lambda cut: cut_features(cut, args.features)  # noqa: E731
+    meta = {k: str(v) for k, v in vars(args).items()}
+    fit_and_label(
+        args.manifest_dir, args.out_dir, args.prefix, args.fit_split, args.splits, fn,
+        args.num_clusters, args.max_fit_frames, args.kmeans_model, args.seed, meta,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""HuBERT-style (k2SSL) pretraining, shared by every recipe's ``pretrain.py``.
+
+A recipe script builds a parser with ``get_parser(**recipe_defaults)`` and calls ``main(args)``.
+Data: lhotse cuts ``<manifest-dir>/<prefix>_cuts_<split>.jsonl.gz`` whose ``custom["kmeans"]``
+holds the labels (``prepare.sh`` writes them); the encoder is a named configuration of
+``icefall.nn.configs``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+
+from icefall.data.datamodule import DataModule
+from icefall.dist import cleanup_dist, launch
+from icefall.nn.configs import build_encoder, list_encoders
+from icefall.ssl.hubert import HubertConfig, HubertModel
+from icefall.trainer import (
+    Trainer,
+    add_optimizer_arguments,
+    add_training_arguments,
+    make_optimizer,
+    set_schedule_count,
+    setup_run,
+)
+from icefall.utils import AttributeDict, MetricsTracker, num_params
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), help="named encoder configuration")
+    g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], help="wav2vec2 CNN over waveform, or Conv2d over fbank")
+    g.add_argument("--num-classes", type=int, default=500, help="k-means clusters of the labels")
+    g.add_argument("--mask-prob", type=float, default=0.8)
+    g.add_argument("--mask-length", type=int, default=10)
+    g.add_argument("--head", default="cosine", choices=["cosine", "linear"])
+    g.add_argument("--final-dim", type=int, default=256)
+    g.add_argument("--logit-temp", type=float, default=0.1)
+    g.add_argument("--feature-pen-weight", type=float, default=10.0)
+    g.add_argument("--pred-nomask-weight", type=float, default=0.0)
+    g.add_argument("--train-split", default="train-unlabeled")
+    g.add_argument("--valid-split", default="dev")
+
+
+def get_parser(**defaults) -> argparse.ArgumentParser:
+    """Parser with every option; ``defaults`` are the recipe's own (e.g. ``encoder=...``)."""
+    parser = argparse.ArgumentParser(
+        description="HuBERT-style masked prediction pretraining (k2SSL)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_training_arguments(parser)
+    add_optimizer_arguments(parser)
+    add_model_arguments(parser)
+    DataModule.add_arguments(parser)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def build_model(params: AttributeDict) -> HubertModel:
+    enc = build_encoder(params.encoder, frontend=params.frontend)
+    cfg = HubertConfig(
+        num_classes=params.num_classes,
+        label_rate=params.label_rate,
+        frame_rate=50.0,
+        mask_prob=params.mask_prob,
+        mask_length=params.mask_length,
+        head=params.head,
+        final_dim=params.final_dim,
+        logit_temp=params.logit_temp,
+        feature_pen_weight=params.feature_pen_weight,
+        pred_nomask_weight=params.pred_nomask_weight,
+    )
+    return HubertModel(enc.frontend, enc.encoder, cfg)
+
+
+def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torch.Tensor, MetricsTracker]:
+    """Masked-prediction loss of one SslDataset batch; ``frames`` = masked frames scored."""
+    device = next(model.parameters()).device
+    with torch.set_grad_enabled(is_training):
+        loss, stats = model(
+            batch["inputs"].to(device), batch["lengths"].to(device), batch["labels"].to(device)
+        )
+    info = MetricsTracker()
+    info["frames"] = stats["count_m"]
+    info["loss"] = loss.detach().item()
+    info["ce_masked"] = stats["loss_m"]
+    info["acc_masked"] = stats["correct_m"]  # logged as accuracy: divided by frames
+    info["utterances"] = len(batch["cut_ids"])
+    info["seconds"] = batch["seconds"]
+    return loss, info
+
+
+def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
+    params = AttributeDict(vars(args))
+    device = setup_run(params, rank, world_size, "pretrain")
+    model = build_model(params)
+    logging.info(f"{params.encoder} HuBERT model: {num_params(model) / 1e6:.2f}M parameters")
+    optimizer, scheduler = make_optimizer(model, params)
+
+    data = DataModule(args)
+    cut_filter = data.cut_filter(label_rate=params.label_rate)
+    train_cuts = data.load_cuts(params.train_split).filter(cut_filter)
+    train_dl = data.train_dataloader(train_cuts, data.ssl_dataset(train=True), world_size=world_size, rank=rank)
+    valid_dl = data.valid_dataloader(data.load_cuts(params.valid_split), data.ssl_dataset(train=False), world_size=world_size, rank=rank)
+
+    trainer = Trainer(
+        params, model, optimizer, scheduler, compute_loss, train_dl, valid_dl,
+        device=device, rank=rank, world_size=world_size, before_batch=set_schedule_count,
+    )
+    trainer.train()
+    logging.info(f"Cut filter: {cut_filter.summary()}")
+    cleanup_dist()
+
+
+def main(args: argparse.Namespace) -> None:
+    args.input_type = "wav" if args.frontend == "cnn" else "fbank"
+    launch(run, args)
