@@ -1,6 +1,5 @@
 """Tests of icefall.asr.rnnt_loss against k2's published numbers, a naive
 per-cell dynamic programme written here, and mathematical properties."""
-import math
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """WER alignment/counts on hand cases, icefall-style files, MAPSSWE."""
-import itertools
 import random
 
 import pytest

@@ -1,7 +1,7 @@
 """AsrModel: an encoder with a CTC head and/or a pruned-RNN-T transducer head."""
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
