@@ -384,3 +384,16 @@ def test_same_as_k2(rnnt_type):
             ours = (loss, gx, gy, ranges, pruned, full)
     for a, b in zip(ours, (loss, gx, gy, ranges, pruned, full)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("rnnt_type", RNNT_TYPES)
+def test_cuda_matches_cpu(rnnt_type):
+    enc, dec, joiner, symbols, boundary, px_grad, py_grad, full = _pruned_setup(rnnt_type)
+    lm, am = dec.cuda() @ torch.ones(8, 7, device="cuda"), enc.cuda() @ torch.ones(8, 7, device="cuda")
+    cpu = R.rnnt_loss_simple(lm.cpu(), am.cpu(), symbols, 0, boundary, rnnt_type, 0.1, "none", True)
+    gpu = R.rnnt_loss_simple(lm, am, symbols.cuda(), 0, boundary.cuda(), rnnt_type, 0.1, "none", True)
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0])
+    torch.testing.assert_close(gpu[1][0].cpu(), cpu[1][0])
+    ranges = R.get_rnnt_prune_ranges(px_grad.cuda(), py_grad.cuda(), boundary.cuda(), 3)
+    torch.testing.assert_close(ranges.cpu(), R.get_rnnt_prune_ranges(px_grad, py_grad, boundary, 3))
