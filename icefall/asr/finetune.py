@@ -73,6 +73,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--init-ckpt", default="none", help="pretrain.py checkpoint, fairseq:<path>, or none (from scratch)")
     g.add_argument("--encoder", default="zipformer-ssl-base", help="named encoder (used with --init-ckpt none)")
     g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"])
+    g.add_argument("--encoder-overrides", default="", help="k=v overrides of the named encoder (with --init-ckpt none)")
     g.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"), help="tokens.txt (+ bpe.model)")
     g.add_argument("--use-ctc", type=str2bool, default=False)
     g.add_argument("--use-transducer", type=str2bool, default=True)
@@ -126,10 +127,12 @@ def load_ssl_model(params: AttributeDict) -> HubertModel:
 
         ckpt = load_file(spec)
         pre = AttributeDict(ckpt["params"])
-        for k in ("encoder", "frontend", "num_classes", "label_rate", "head", "final_dim", "logit_temp",
+        for k in ("encoder", "frontend", "encoder_overrides", "num_classes", "label_rate", "head", "final_dim", "logit_temp",
                   "feature_pen_weight", "pred_nomask_weight", "mask_prob", "mask_length"):
-            params.setdefault("ssl_" + k, pre[k])
+            if k in pre:
+                params.setdefault("ssl_" + k, pre[k])
         params.encoder, params.frontend = pre.encoder, pre.frontend
+        params.encoder_overrides = pre.get("encoder_overrides", "")
         model = build_model(_ssl_params(params))
         weights = ckpt["model_avg"] if ckpt.get("model_avg") is not None else ckpt["model"]
         model.load_state_dict(weights)
@@ -141,7 +144,8 @@ def load_ssl_model(params: AttributeDict) -> HubertModel:
 def _ssl_params(params: AttributeDict) -> AttributeDict:
     """Params of the SSL model inside a fine-tuned model (pretraining's, or defaults)."""
     p = AttributeDict(
-        encoder=params.encoder, frontend=params.frontend, num_classes=2, label_rate=50.0,
+        encoder=params.encoder, frontend=params.frontend,
+        encoder_overrides=params.get("encoder_overrides", ""), num_classes=2, label_rate=50.0,
         head="linear", final_dim=16, logit_temp=0.1, feature_pen_weight=0.0,
         pred_nomask_weight=0.0, mask_prob=params.mask_prob, mask_length=params.mask_length,
     )

@@ -8,7 +8,9 @@ holds the labels (``prepare.sh`` writes them); the encoder is a named configurat
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import re
 from typing import Dict, Tuple
 
 import torch
@@ -33,6 +35,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), help="named encoder configuration")
     g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], help="wav2vec2 CNN over waveform, or Conv2d over fbank")
+    g.add_argument("--encoder-overrides", default="", help="comma-separated k=v overrides of the named encoder, e.g. 'frontend_layer3_channels=32,num_encoder_layers=(1,1,1,1)' (see icefall.nn.configs)")
     g.add_argument("--num-classes", type=int, default=500, help="k-means clusters of the labels")
     g.add_argument("--mask-prob", type=float, default=0.8)
     g.add_argument("--mask-length", type=int, default=10)
@@ -59,8 +62,26 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_overrides(text: str) -> Dict[str, object]:
+    """'a=1,b=(1,2),c=x' -> {'a': 1, 'b': (1, 2), 'c': 'x'} (Python literals where they parse)."""
+    out: Dict[str, object] = {}
+    for item in re.split(r",(?![^()]*\))", text or ""):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"--encoder-overrides: expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
 def build_model(params: AttributeDict) -> HubertModel:
-    enc = build_encoder(params.encoder, frontend=params.frontend)
+    enc = build_encoder(
+        params.encoder, frontend=params.frontend, **parse_overrides(params.get("encoder_overrides", ""))
+    )
     cfg = HubertConfig(
         num_classes=params.num_classes,
         label_rate=params.label_rate,

@@ -14,6 +14,7 @@ if __name__ == "__main__":
     parser = get_parser(
         encoder="zipformer-tiny",
         frontend="fbank",
+        encoder_overrides="frontend_layer3_channels=32",
         lang_dir="data/lang_char",
         use_ctc=True,
         use_transducer=False,
