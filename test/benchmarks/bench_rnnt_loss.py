@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,9 @@ def main():
         print(f"ratio simple+pruned / full: time {sp['seconds'] / full['seconds']:.3f}, "
               f"memory {sp['peak_mib'] / full['peak_mib']:.3f} (target <= 0.1)")
     if args.only == "losses":
+        return
+    if shutil.which("gcc") is None:
+        print("\nno gcc: skipping the comparison with the compiled scalar loop")
         return
     lib = build_c_library()
     rows = bench_recursion(args, lib)
