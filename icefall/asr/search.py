@@ -86,16 +86,14 @@ def modified_beam_search(
         enc_t = enc[torch.tensor([b for b, _ in keys], device=enc.device), t]
         log_probs = model.joiner(enc_t, dec, project_input=False).log_softmax(dim=-1)
         log_probs += torch.tensor([beams[b][ys] for b, ys in keys], device=enc.device).unsqueeze(1)
+        V = log_probs.shape[1]
         row = 0
-        for b in active:
+        for b in active:  # best (hypothesis, output) pairs of each utterance
             n = len(beams[b])
-            scores = log_probs[row : row + n].flatten()
-            top = scores.topk(min(beam, scores.numel()))
-            V = log_probs.shape[1]
-            parents = [keys[row + i // V][1] for i in top.indices.tolist()]
+            top = log_probs[row : row + n].flatten().topk(min(beam, n * V))
             new: Dict[Tuple[int, ...], float] = {}
-            for ys, idx, score in zip(parents, top.indices.tolist(), top.values.tolist()):
-                tok = idx % V
+            for idx, score in zip(top.indices.tolist(), top.values.tolist()):
+                ys, tok = keys[row + idx // V][1], idx % V
                 ys = ys if tok == blank else ys + (tok,)
                 new[ys] = score if ys not in new else _logadd(new[ys], score)
             beams[b] = new
