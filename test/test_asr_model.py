@@ -9,14 +9,6 @@ from icefall.asr.model import AsrLosses, AsrModel, combine_losses, transducer_lo
 from icefall.asr.search import greedy_search_batch, modified_beam_search
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: extra intra-op threads only add contention on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class TinyEncoder(nn.Module):
     """(x (B, T, C), lens) -> (tanh(linear(x)) (B, T, D), lens)."""

@@ -9,14 +9,6 @@ from icefall.asr.ctc import (CtcHead, ctc_greedy_search, ctc_loss, ctc_prefix_be
                              ctc_prefix_beam_search_nbest)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra intra-op threads only add contention on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def collapse(path, blank=0):
     out = []

@@ -10,14 +10,6 @@ NEG_INF = float("-inf")
 RNNT_TYPES = ["regular", "modified", "constrained"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra intra-op threads only add contention on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --------------------------------------------------------------------------
 # Naive references (scalar loops, autograd for the gradients)

@@ -11,14 +11,6 @@ from icefall.asr.joiner import Joiner
 from icefall.asr.search import greedy_search_batch, modified_beam_search
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra intra-op threads only add contention on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class TinyTransducer(nn.Module):
     def __init__(self, vocab_size, dim, context_size=2):
