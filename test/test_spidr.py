@@ -24,15 +24,6 @@ from icefall.ssl.spidr import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and many times faster on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------- toy modules
 class ToyFrontend(nn.Module):
     """(B, T, 6) features -> (B, T, 16)."""
