@@ -158,8 +158,7 @@ class DataModule:
             bins = estimate_duration_buckets(prefix, min(a.num_buckets, len(prefix)))
             return DynamicBucketingSampler(
                 cuts, duration_bins=bins, num_buckets=len(bins) + 1,
-                buffer_size=a.sampler_buffer_size, shuffle_buffer_size=a.sampler_buffer_size,
-                **common)
+                buffer_size=a.sampler_buffer_size, **common)
         return DynamicCutSampler(cuts, shuffle_buffer_size=a.sampler_buffer_size, **common)
 
     def _loader(self, cuts, dataset, sampler) -> DataLoader:

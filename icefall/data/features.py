@@ -50,7 +50,7 @@ def make_fbank_extractor(num_mel_bins: int = NUM_MEL_BINS, device: str = "cpu",
 def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix: str = "mini",
                         num_jobs: int = 1) -> Path:
     """Fbank for one split; returns the written cut manifest. Skips an existing one."""
-    from lhotse import CutSet, LilcomChunkyWriter, load_manifest_lazy
+    from lhotse import CutSet, LilcomChunkyWriter, load_manifest
 
     fbank_dir = Path(fbank_dir)
     out = fbank_dir / f"{prefix}_cuts_{split}.jsonl.gz"
@@ -58,13 +58,15 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
         logging.info(f"{out} exists, skipping")
         return out
     fbank_dir.mkdir(parents=True, exist_ok=True)
-    recs = load_manifest_lazy(Path(manifest_dir) / f"{prefix}_recordings_{split}.jsonl.gz")
-    sups = load_manifest_lazy(Path(manifest_dir) / f"{prefix}_supervisions_{split}.jsonl.gz")
+    # Eager: from_manifests looks up each recording's supervisions, a scan per lookup when
+    # lazy (quadratic). Recording/supervision manifests of a split fit in memory.
+    recs = load_manifest(Path(manifest_dir) / f"{prefix}_recordings_{split}.jsonl.gz")
+    sups = load_manifest(Path(manifest_dir) / f"{prefix}_supervisions_{split}.jsonl.gz")
     cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
     # One thread per job: the machines here have 2 cores, and jobs already run in parallel.
     torch.set_num_threads(1)
     # Worker processes cost ~10 s to start (imports): only worth it for big splits.
-    if num_jobs > 1 and sum(1 for _ in recs) < 500:
+    if num_jobs > 1 and len(recs) < 500:
         num_jobs = 1
     cuts = cuts.compute_and_store_features(
         extractor=make_fbank_extractor(),
