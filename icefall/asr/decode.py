@@ -1,0 +1,185 @@
+"""Decoding a fine-tuned AsrModel on test splits, with icefall-style result files.
+
+    ./zipformer/decode.py --epoch 20 --avg 5 --use-averaged-model true \\
+        --decoding-method greedy_search --test-splits test dev
+    ./zipformer/decode.py --checkpoint zipformer/exp-ft/pretrained.pt --decoding-method ctc-greedy-search
+
+Methods: ``greedy_search`` and ``modified_beam_search`` (transducer head), ``ctc-greedy-search``
+and ``ctc-prefix-beam-search`` (CTC head). The architecture comes from the ``params`` stored in
+the checkpoint (``build_asr_model``), so only the weights' location is needed. Results go to
+``<exp-dir>/<method>/``: ``recogs-<split>-<key>.txt``, ``errs-<split>-<key>.txt`` and
+``wer-summary-<split>-<key>.txt`` with ``key`` e.g. ``greedy_search-epoch-20-avg-5-use-averaged-model``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from icefall.asr.ctc import ctc_greedy_search, ctc_prefix_beam_search
+from icefall.asr.finetune import build_asr_model
+from icefall.asr.model import AsrModel
+from icefall.asr.search import greedy_search_batch, modified_beam_search
+from icefall.checkpoint import averaged_state_dict_for_decoding, load_file
+from icefall.data.datamodule import DataModule
+from icefall.data.tokenizer import load_tokenizer
+from icefall.eval.wer import Result, save_results
+from icefall.utils import AttributeDict, setup_logger, str2bool
+
+TRANSDUCER_METHODS = ("greedy_search", "modified_beam_search")
+CTC_METHODS = ("ctc-greedy-search", "ctc-prefix-beam-search")
+BEAM_METHODS = ("modified_beam_search", "ctc-prefix-beam-search")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which weights to use: ``--checkpoint``, or ``--epoch/--iter --avg --use-averaged-model``."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--exp-dir", type=Path, default=Path("zipformer/exp-ft"))
+    g.add_argument("--epoch", type=int, default=20, help="decode epoch-N.pt (averaged with --avg)")
+    g.add_argument("--iter", type=int, default=0, help="> 0: use checkpoint-<iter>.pt instead of --epoch")
+    g.add_argument("--avg", type=int, default=1, help="number of epochs / checkpoints to average")
+    g.add_argument("--use-averaged-model", type=str2bool, default=True,
+                   help="average with the running-average models of the end points (needs avg+1 checkpoints)")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="a pretrained.pt from export.py (or any checkpoint: its 'model'); overrides --epoch/--iter")
+    g.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"), help="tokens.txt (+ bpe.model)")
+
+
+def get_parser(**defaults) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Decode a fine-tuned CTC / transducer model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_arguments(parser)
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--decoding-method", default="greedy_search", choices=TRANSDUCER_METHODS + CTC_METHODS)
+    g.add_argument("--beam-size", type=int, default=4, help="modified_beam_search / ctc-prefix-beam-search")
+    g.add_argument("--test-splits", nargs="+", default=["test"], help="splits <manifest-dir>/<prefix>_cuts_<split>")
+    g.add_argument("--res-dir", type=Path, default=None, help="default <exp-dir>/<decoding-method>")
+    DataModule.add_arguments(parser)
+    parser.set_defaults(max_duration=600.0)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def model_suffix(args: argparse.Namespace) -> str:
+    """Names the weights in result files: ``epoch-20-avg-5-use-averaged-model``, ``iter-..``, or
+    the checkpoint's file stem."""
+    if args.checkpoint is not None:
+        return Path(args.checkpoint).stem
+    suffix = f"iter-{args.iter}-avg-{args.avg}" if args.iter > 0 else f"epoch-{args.epoch}-avg-{args.avg}"
+    return suffix + ("-use-averaged-model" if args.use_averaged_model else "")
+
+
+def decoding_key(args: argparse.Namespace) -> str:
+    method = args.decoding_method
+    beam = f"-beam-{args.beam_size}" if method in BEAM_METHODS else ""
+    return f"{method}{beam}-{model_suffix(args)}"
+
+
+def load_model(args: argparse.Namespace, device: torch.device = torch.device("cpu")) -> Tuple[AsrModel, AttributeDict]:
+    """The model named by the model arguments, in eval mode, and the params it was trained with.
+
+    The params (architecture, vocabulary) are read from ``--checkpoint``, else from the newest
+    checkpoint being averaged (``epoch-<epoch>.pt`` or ``checkpoint-<iter>.pt``).
+    """
+    if args.checkpoint is not None:
+        ckpt = load_file(args.checkpoint)
+        model_params, state = AttributeDict(ckpt["params"]), ckpt["model"]
+        logging.info(f"Loading {args.checkpoint}")
+    else:
+        exp_dir = Path(args.exp_dir)
+        newest = exp_dir / (f"checkpoint-{args.iter}.pt" if args.iter > 0 else f"epoch-{args.epoch}.pt")
+        model_params = AttributeDict(load_file(newest)["params"])
+        state = averaged_state_dict_for_decoding(exp_dir, args.epoch, args.iter, args.avg, args.use_averaged_model)
+        logging.info(f"Loaded {model_suffix(args)} from {exp_dir}")
+    model = build_asr_model(model_params)
+    model.load_state_dict(state)  # copies (float64 running averages included) into float32 params
+    return model.to(device).eval(), model_params
+
+
+def input_type(model_params: AttributeDict) -> str:
+    """What the model reads: 16 kHz ``wav`` (CNN front end) or 80-dim ``fbank``."""
+    return "wav" if model_params.get("frontend") == "cnn" else "fbank"
+
+
+@torch.no_grad()
+def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4) -> List[List[int]]:
+    """Token ids of each utterance.
+
+    Args:
+      x: (B, T, 80) fbank or (B, N) waveform; x_lens: (B,) valid frames / samples.
+      method: one of TRANSDUCER_METHODS + CTC_METHODS.
+    """
+    if method in TRANSDUCER_METHODS and not model.use_transducer:
+        raise ValueError(f"{method} needs a transducer head; this model has CTC only: use ctc-greedy-search")
+    if method in CTC_METHODS and not model.use_ctc:
+        raise ValueError(f"{method} needs a CTC head; this model is a transducer only: use greedy_search")
+    encoder_out, encoder_out_lens = model.forward_encoder(x, x_lens)
+    if method == "greedy_search":
+        return greedy_search_batch(model, encoder_out, encoder_out_lens)
+    if method == "modified_beam_search":
+        return modified_beam_search(model, encoder_out, encoder_out_lens, beam=beam_size)
+    log_probs = model.ctc_output(encoder_out)
+    if method == "ctc-greedy-search":
+        return ctc_greedy_search(log_probs, encoder_out_lens, model.blank_id)
+    if method == "ctc-prefix-beam-search":
+        return ctc_prefix_beam_search(log_probs, encoder_out_lens, beam=beam_size, blank=model.blank_id)
+    raise ValueError(f"unknown decoding method {method!r}")
+
+
+def decode_dataloader(decode_fn, dl, tokenizer, log_interval: int = 20) -> List[Result]:
+    """(cut_id, ref words, hyp words) for every cut of ``dl`` (AsrDataset batches).
+
+    ``decode_fn(inputs, lengths) -> token id lists`` does the recognition (PyTorch or ONNX).
+    """
+    results: List[Result] = []
+    for i, batch in enumerate(dl):
+        if batch is None:  # every cut of the batch was unreadable (already logged)
+            continue
+        hyps = decode_fn(batch["inputs"], batch["lengths"])
+        for cut_id, text, hyp in zip(batch["cut_ids"], batch["texts"], hyps):
+            results.append((cut_id, text.split(), tokenizer.decode(hyp).split()))
+        if i % log_interval == 0:
+            logging.info(f"batch {i}: {len(results)} utterances decoded")
+    return results
+
+
+def split_dataloaders(args: argparse.Namespace, tokenizer, splits: Sequence[str]):
+    """(split, unshuffled loader of AsrDataset batches) for each split."""
+    data = DataModule(args)
+    for split in splits:
+        yield split, data.test_dataloader(data.load_cuts(split), data.asr_dataset(tokenizer, train=False))
+
+
+def decode_splits(args: argparse.Namespace) -> Dict[str, float]:
+    """Decode ``args.test_splits``, write the result files, return {split: WER %}."""
+    res_dir = Path(args.res_dir or Path(args.exp_dir) / args.decoding_method)
+    key = decoding_key(args)
+    setup_logger(res_dir / f"log-decode-{key}")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    model, model_params = load_model(args, device)
+    args.input_type = input_type(model_params)
+    tokenizer = load_tokenizer(args.lang_dir)
+    if tokenizer.vocab_size != model.vocab_size:
+        raise ValueError(f"{args.lang_dir} has {tokenizer.vocab_size} tokens, the model {model.vocab_size}")
+
+    def decode_fn(x: Tensor, x_lens: Tensor) -> List[List[int]]:
+        return decode_batch(model, x.to(device), x_lens.to(device), args.decoding_method, args.beam_size)
+
+    wers = {}
+    for split, dl in split_dataloaders(args, tokenizer, args.test_splits):
+        results = decode_dataloader(decode_fn, dl, tokenizer)
+        wers[split] = save_results(res_dir, split, {key: results})[key]
+        logging.info(f"{split} {key}: WER {wers[split]:.2f}% ({len(results)} utterances)")
+    for split, wer in wers.items():
+        print(f"{split}\t{key}\tWER {wer:.2f}%")
+    return wers
+
+
+def main(args: Optional[argparse.Namespace] = None) -> Dict[str, float]:
+    return decode_splits(args if args is not None else get_parser().parse_args())
