@@ -150,7 +150,7 @@ def _synth_all(jobs: Sequence[Tuple[UttSpec, str]], num_workers: int) -> List[Ut
     synthesized. Output is then identical for any ``num_workers`` and any scheduling.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["icefall.data.corpus"])
+    ctx.set_forkserver_preload(["icefall.data.synth"])
     shards = [list(jobs[i: i + SHARD_SIZE]) for i in range(0, len(jobs), SHARD_SIZE)]
     with ctx.Pool(max(1, num_workers), maxtasksperchild=1) as pool:
         return [r for shard in pool.imap(_synth_shard, shards, chunksize=1) for r in shard]

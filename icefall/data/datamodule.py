@@ -56,7 +56,7 @@ class DataModule:
         g.add_argument("--bucketing-sampler", type=_str2bool, default=True,
                        help="DynamicBucketingSampler (true) or DynamicCutSampler (false)")
         g.add_argument("--num-buckets", type=int, default=30)
-        g.add_argument("--sampler-buffer-size", type=int, default=2000,
+        g.add_argument("--sampler-buffer-size", type=int, default=1000,
                        help="cuts held by the bucketing sampler; bounds start-up time")
         g.add_argument("--shuffle", type=_str2bool, default=True)
         g.add_argument("--drop-last", type=_str2bool, default=False,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -68,12 +70,23 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
     # Worker processes cost ~10 s to start (imports): only worth it for big splits.
     if num_jobs > 1 and len(recs) < 500:
         num_jobs = 1
-    cuts = cuts.compute_and_store_features(
-        extractor=make_fbank_extractor(),
-        storage_path=fbank_dir / f"{prefix}_feats_{split}",
-        num_jobs=num_jobs,
-        storage_type=LilcomChunkyWriter,
-    )
+    executor = None
+    if num_jobs > 1:
+        # lhotse's default pool leaves torch's intra-op threads at the core count in each
+        # worker: with 2 cores that oversubscribes (and spins). One thread per worker.
+        executor = ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        cuts = cuts.compute_and_store_features(
+            extractor=make_fbank_extractor(),
+            storage_path=fbank_dir / f"{prefix}_feats_{split}",
+            num_jobs=num_jobs,
+            executor=executor,
+            storage_type=LilcomChunkyWriter,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
     tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
     cuts.to_file(tmp)
     tmp.replace(out)  # atomic: a crash never leaves a half-written manifest behind
