@@ -1,7 +1,6 @@
 """Fbank, tokenizers, SSL/ASR datasets, the datamodule, and the bad-input policy."""
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest

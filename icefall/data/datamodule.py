@@ -22,7 +22,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch.utils.data import DataLoader
 
 from icefall.data.dataset import AsrDataset, CutFilter, SslDataset
