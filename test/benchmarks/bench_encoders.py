@@ -22,43 +22,44 @@ from icefall.nn.configs import build_encoder, count_parameters
 from icefall.nn.scaling import set_batch_count
 
 
-def time_fwd_bwd(step: Callable[[], torch.Tensor], reps: int) -> float:
-    """Median seconds of ``step().backward()`` over ``reps`` runs after one warm-up run."""
-    step().backward()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step().backward()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def ours(name: str, wav: torch.Tensor, lens: torch.Tensor, **overrides) -> Tuple[Callable, int]:
+def ours(name: str, wav: torch.Tensor, lens: torch.Tensor, **overrides) -> Tuple[Callable, Callable, int]:
+    """(full step, encoder-only step, parameter count); each step returns a scalar loss."""
     torch.manual_seed(0)
     model = build_encoder(name, **overrides).train()
     set_batch_count(model, 100000)
+    with torch.no_grad():
+        feats, feat_lens = model.frontend(wav, lens)
 
-    def step() -> torch.Tensor:
+    def full() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
-        out, _ = model(wav, lens)
-        return out.pow(2).mean()
+        return model(wav, lens)[0].pow(2).mean()
 
-    return step, count_parameters(model)
+    def encoder_only() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        return model.encoder(feats.requires_grad_(True), feat_lens)[0].pow(2).mean()
+
+    return full, encoder_only, count_parameters(model)
 
 
-def hugging_face(wav: torch.Tensor) -> Tuple[Callable, int]:
+def hugging_face(wav: torch.Tensor) -> Tuple[Callable, Callable, int]:
     from transformers import HubertConfig, HubertModel
 
     torch.manual_seed(0)
     # HubertConfig() defaults are HuBERT Base (12 x 768, group-norm CNN, post-norm).
     model = HubertModel(HubertConfig(layerdrop=0.0, mask_time_prob=0.0)).train()
+    with torch.no_grad():
+        proj = model.feature_projection(model.feature_extractor(wav).transpose(1, 2))
+        feats = proj[0] if isinstance(proj, tuple) else proj
 
-    def step() -> torch.Tensor:
+    def full() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
         return model(wav).last_hidden_state.pow(2).mean()
 
-    return step, count_parameters(model)
+    def encoder_only() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        return model.encoder(feats.requires_grad_(True)).last_hidden_state.pow(2).mean()
+
+    return full, encoder_only, count_parameters(model)
 
 
 def main() -> None:
@@ -76,35 +77,49 @@ def main() -> None:
     lens = torch.full((args.batch,), n, dtype=torch.long)
     audio_seconds = args.batch * args.seconds
 
-    rows: Dict[str, Tuple[int, float]] = {}
-    candidates: List[Tuple[str, Callable[[], Tuple[Callable, int]]]] = [
-        ("zipformer-ssl-base", lambda: ours("zipformer-ssl-base", wav, lens)),
-        ("hubert-base (ours)", lambda: ours("hubert-base", wav, lens, layerdrop=0.0)),
-        ("hubert-base (HF transformers)", lambda: hugging_face(wav)),
-    ]
-    for label, make in candidates:
+    z, h, hf = "zipformer-ssl-base", "hubert-base (ours)", "hubert-base (HF transformers)"
+    makers = {
+        z: lambda: ours("zipformer-ssl-base", wav, lens),
+        h: lambda: ours("hubert-base", wav, lens, layerdrop=0.0),
+        hf: lambda: hugging_face(wav),
+    }
+    models = {}
+    for label, make in makers.items():
         try:
-            step, params = make()
+            models[label] = make()
         except ImportError as e:
             print(f"skipping {label}: {e}")
-            continue
-        sec = time_fwd_bwd(step, args.reps)
-        rows[label] = (params, sec / audio_seconds)
-        del step
 
-    print(f"\nCPU, {args.threads} thread(s), batch {args.batch} x {args.seconds:g} s, forward+backward, "
-          f"median of {args.reps} runs")
-    print(f"| model | params (M) | s per audio s | x real time |")
-    print(f"|---|---|---|---|")
-    for label, (params, rtf) in rows.items():
-        print(f"| {label} | {params / 1e6:.1f} | {rtf:.4f} | {1 / rtf:.1f} |")
+    # Round-robin over models so that load changes on a shared machine hit all of them alike;
+    # one warm-up run each, then the median of --reps runs.
+    times: Dict[Tuple[str, str], List[float]] = {}
+    for rep in range(args.reps + 1):
+        for label, (full, enc, _) in models.items():
+            for kind, step in (("full", full), ("encoder", enc)):
+                t0 = time.perf_counter()
+                step().backward()
+                if rep > 0:
+                    times.setdefault((label, kind), []).append(time.perf_counter() - t0)
 
+    def per_audio_second(label: str, kind: str) -> float:
+        ts = sorted(times[(label, kind)])
+        return ts[len(ts) // 2] / audio_seconds
+
+    print(f"\nCPU, {args.threads} thread(s), batch {args.batch} x {args.seconds:g} s, training-mode "
+          f"forward+backward, median of {args.reps} interleaved runs; seconds per audio second")
+    print("| model | params (M) | front end + encoder | encoder only |")
+    print("|---|---|---|---|")
+    for label, (_, _, params) in models.items():
+        print(f"| {label} | {params / 1e6:.1f} | {per_audio_second(label, 'full'):.4f} | "
+              f"{per_audio_second(label, 'encoder'):.4f} |")
     print()
-    z, h, hf = "zipformer-ssl-base", "hubert-base (ours)", "hubert-base (HF transformers)"
-    if z in rows and h in rows:
-        print(f"speed-up of zipformer-ssl-base over hubert-base (ours): {rows[h][1] / rows[z][1]:.2f}x (target >= 2)")
-    if h in rows and hf in rows:
-        print(f"time of ours / HF for hubert-base: {rows[h][1] / rows[hf][1]:.2f} (target <= 1)")
+    for kind in ("full", "encoder"):
+        if z in models and h in models:
+            r = per_audio_second(h, kind) / per_audio_second(z, kind)
+            print(f"[{kind}] speed-up of zipformer-ssl-base over hubert-base (ours): {r:.2f}x (target >= 2)")
+        if h in models and hf in models:
+            r = per_audio_second(h, kind) / per_audio_second(hf, kind)
+            print(f"[{kind}] time of ours / HF for hubert-base: {r:.2f} (target <= 1)")
 
 
 if __name__ == "__main__":
