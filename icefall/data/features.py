@@ -53,6 +53,7 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
                         num_jobs: int = 1) -> Path:
     """Fbank for one split; returns the written cut manifest. Skips an existing one."""
     from lhotse import CutSet, LilcomChunkyWriter, load_manifest
+    from lhotse.utils import fastcopy
 
     fbank_dir = Path(fbank_dir)
     out = fbank_dir / f"{prefix}_cuts_{split}.jsonl.gz"
@@ -64,7 +65,10 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
     # lazy (quadratic). Recording/supervision manifests of a split fit in memory.
     recs = load_manifest(Path(manifest_dir) / f"{prefix}_recordings_{split}.jsonl.gz")
     sups = load_manifest(Path(manifest_dir) / f"{prefix}_supervisions_{split}.jsonl.gz")
-    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups)
+    # One cut per recording; keep its id equal to the recording/supervision id (lhotse
+    # appends the channel) so cuts, supervisions and mini_phones_<split>.txt share keys.
+    cuts = CutSet.from_cuts(fastcopy(c, id=c.recording_id)
+                            for c in CutSet.from_manifests(recordings=recs, supervisions=sups))
     # One thread per job: the machines here have 2 cores, and jobs already run in parallel.
     torch.set_num_threads(1)
     # Worker processes cost ~10 s to start (imports): only worth it for big splits.

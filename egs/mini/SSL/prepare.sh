@@ -21,6 +21,7 @@ seed=0
 num_workers=2
 lang=en
 vocab_sizes=""
+PY=${PYTHON:-python3}  # the interpreter with icefall installed
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,7 +66,7 @@ done
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: synthesize the $size mini corpus"
   if [ ! -f $manifests/.mini.$size.done ]; then
-    python -m icefall.data.corpus --out-dir download/mini --manifest-dir $manifests \
+    $PY -m icefall.data.corpus --out-dir download/mini --manifest-dir $manifests \
       --size $size --lang $lang --seed $seed --num-workers $num_workers
     touch $manifests/.mini.$size.done
   else
@@ -75,12 +76,12 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: validate manifests"
-  python -m icefall.data.corpus --manifest-dir $manifests --validate
+  $PY -m icefall.data.corpus --manifest-dir $manifests --validate
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: compute fbank"
-  python -m icefall.data.features --manifest-dir $manifests --fbank-dir $fbank \
+  $PY -m icefall.data.features --manifest-dir $manifests --fbank-dir $fbank \
     --prefix mini --splits $splits --num-jobs $num_workers
 fi
 
@@ -91,14 +92,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   texts="$manifests/mini_supervisions_train-unlabeled.jsonl.gz $manifests/mini_supervisions_train-labeled.jsonl.gz"
   for v in $vocab_sizes; do
     if [ ! -f data/lang_bpe_$v/tokens.txt ]; then
-      python -m icefall.data.tokenizer --type bpe --vocab-size $v \
+      $PY -m icefall.data.tokenizer --type bpe --vocab-size $v \
         --lang-dir data/lang_bpe_$v --supervisions $texts
     else
       log "  data/lang_bpe_$v done before"
     fi
   done
   if [ ! -f data/lang_char/tokens.txt ]; then
-    python -m icefall.data.tokenizer --type char --lang-dir data/lang_char --supervisions $texts
+    $PY -m icefall.data.tokenizer --type char --lang-dir data/lang_char --supervisions $texts
   else
     log "  data/lang_char done before"
   fi
