@@ -68,6 +68,15 @@ def test_fbank_frames_and_storage(corpus):
         assert np.abs(fresh - stored).max() < 0.1
 
 
+def test_kaldifeat_matches_torch_fbank_when_installed(corpus):
+    pytest.importorskip("kaldifeat")
+    cut = _cuts(corpus, "dev")[0]
+    audio = cut.load_audio()[0]
+    a = make_fbank_extractor(use_kaldifeat=True).extract(audio, 16000)
+    b = make_fbank_extractor(use_kaldifeat=False).extract(audio, 16000)
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-2
+
+
 # ------------------------------------------------------------------------------ tokenizers
 def test_char_tokenizer_matches_tokens_txt(corpus):
     tok = CharTokenizer(corpus / "lang_char")
