@@ -45,7 +45,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--use-averaged-model", type=str2bool, default=True,
                    help="average with the running-average models of the end points (needs avg+1 checkpoints)")
     g.add_argument("--checkpoint", type=Path, default=None,
-                   help="a pretrained.pt from export.py (or any checkpoint: its 'model'); overrides --epoch/--iter")
+                   help="pretrained.pt from export.py (or any checkpoint: its 'model'); overrides --epoch/--iter")
     g.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"), help="tokens.txt (+ bpe.model)")
 
 
@@ -58,7 +58,8 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     g = parser.add_argument_group("decoding")
     g.add_argument("--decoding-method", default="greedy_search", choices=TRANSDUCER_METHODS + CTC_METHODS)
     g.add_argument("--beam-size", type=int, default=4, help="modified_beam_search / ctc-prefix-beam-search")
-    g.add_argument("--test-splits", nargs="+", default=["test"], help="splits <manifest-dir>/<prefix>_cuts_<split>")
+    g.add_argument("--test-splits", nargs="+", default=["test"],
+                   help="decode <manifest-dir>/<cuts-prefix>_cuts_<split>.jsonl.gz")
     g.add_argument("--res-dir", type=Path, default=None, help="default <exp-dir>/<decoding-method>")
     DataModule.add_arguments(parser)
     parser.set_defaults(max_duration=600.0)
@@ -81,7 +82,9 @@ def decoding_key(args: argparse.Namespace) -> str:
     return f"{method}{beam}-{model_suffix(args)}"
 
 
-def load_model(args: argparse.Namespace, device: torch.device = torch.device("cpu")) -> Tuple[AsrModel, AttributeDict]:
+def load_model(
+    args: argparse.Namespace, device: torch.device = torch.device("cpu")
+) -> Tuple[AsrModel, AttributeDict]:
     """The model named by the model arguments, in eval mode, and the params it was trained with.
 
     The params (architecture, vocabulary) are read from ``--checkpoint``, else from the newest
@@ -183,3 +186,7 @@ def decode_splits(args: argparse.Namespace) -> Dict[str, float]:
 
 def main(args: Optional[argparse.Namespace] = None) -> Dict[str, float]:
     return decode_splits(args if args is not None else get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -208,8 +208,9 @@ def export_specs(model: AsrModel, model_params: AttributeDict) -> List[ExportSpe
                        join_inputs, trace_size=2, check_sizes=(1, 7)),
         ]
     if model.use_ctc:
+        axes = {**enc_axes, "log_probs": {0: "N", 1: "T"}, "log_probs_len": {0: "N"}}
         specs.append(ExportSpec("model", CtcExport(model), ["x", "x_lens"], ["log_probs", "log_probs_len"],
-                                {**enc_axes, "log_probs": {0: "N", 1: "T"}, "log_probs_len": {0: "N"}}, enc_inputs))
+                                axes, enc_inputs))
     for spec in specs:
         spec.module.eval()
     return specs
@@ -266,7 +267,9 @@ def _as_tuple(x) -> Tuple[Tensor, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def check_exported(specs: Sequence[ExportSpec], run: Callable[[ExportSpec, Tuple[Tensor, ...]], Sequence]) -> Dict[str, float]:
+def check_exported(
+    specs: Sequence[ExportSpec], run: Callable[[ExportSpec, Tuple[Tensor, ...]], Sequence]
+) -> Dict[str, float]:
     """Max abs difference to the eager model of ``run(spec, inputs)`` at each check size.
 
     Returns {"<name>@<size>": diff}. The eager reference runs outside :func:`traceable_zipformer`,
@@ -407,3 +410,7 @@ def export(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
 
 def main(args: Optional[argparse.Namespace] = None) -> Dict[str, Dict[str, float]]:
     return export(args if args is not None else get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from icefall.asr.ctc import ctc_greedy_search, ctc_prefix_beam_search
-from icefall.asr.decode import CTC_METHODS, TRANSDUCER_METHODS, decode_dataloader, split_dataloaders
+from icefall.asr.decode import BEAM_METHODS, CTC_METHODS, TRANSDUCER_METHODS, decode_dataloader, split_dataloaders
 from icefall.asr.pretrained import read_inputs
 from icefall.asr.search import greedy_search_batch, modified_beam_search
 from icefall.data.datamodule import DataModule
@@ -78,7 +78,9 @@ class OnnxAsrModel:
 
         def load(name: str):
             path = model_dir / f"{name}.onnx"
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]) if path.is_file() else None
+            if not path.is_file():
+                return None
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
         self.encoder, self.ctc_model = load("encoder"), load("model")
         if self.encoder is None and self.ctc_model is None:
@@ -157,11 +159,15 @@ def onnx_decode(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str, flo
             print(f"{path}: {texts[str(path)]}")
     if args.test_splits:
         res_dir = Path(args.res_dir or Path(args.model_dir) / method)
-        key = f"onnx-{method}" + (f"-beam-{args.beam_size}" if "beam" in method else "")
+        key = f"onnx-{method}" + (f"-beam-{args.beam_size}" if method in BEAM_METHODS else "")
         setup_logger(res_dir / f"log-decode-{key}")
         args.input_type = model.input_type
+
+        def decode_fn(x: Tensor, x_lens: Tensor) -> List[List[int]]:
+            return model.decode(x, x_lens, method, args.beam_size)
+
         for split, dl in split_dataloaders(args, tokenizer, args.test_splits):
-            results = decode_dataloader(lambda x, x_lens: model.decode(x, x_lens, method, args.beam_size), dl, tokenizer)
+            results = decode_dataloader(decode_fn, dl, tokenizer)
             wers[split] = save_results(res_dir, split, {key: results})[key]
             logging.info(f"{split} {key}: WER {wers[split]:.2f}% ({len(results)} utterances)")
             print(f"{split}\t{key}\tWER {wers[split]:.2f}%")
@@ -171,3 +177,7 @@ def onnx_decode(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str, flo
 def main(args: Optional[argparse.Namespace] = None) -> Tuple[Dict[str, str], Dict[str, float]]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     return onnx_decode(args if args is not None else get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

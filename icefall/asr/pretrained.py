@@ -16,7 +16,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from icefall.asr.decode import CTC_METHODS, TRANSDUCER_METHODS, add_model_arguments, decode_batch, input_type, load_model
+from icefall.asr.decode import (
+    CTC_METHODS,
+    TRANSDUCER_METHODS,
+    add_model_arguments,
+    decode_batch,
+    input_type,
+    load_model,
+)
 from icefall.data.dataset import SAMPLE_RATE, pad_batch
 from icefall.data.tokenizer import load_tokenizer
 
@@ -71,3 +78,7 @@ def transcribe(args: argparse.Namespace) -> Dict[str, str]:
 def main(args: Optional[argparse.Namespace] = None) -> Dict[str, str]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     return transcribe(args if args is not None else get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()
