@@ -13,7 +13,7 @@ if __name__ == "__main__":
     parser = get_parser(
         encoder="hubert-tiny",
         frontend="cnn",
-        manifest_dir="data/kmeans-mfcc-100",
+        manifest_dir="data/kmeans-fbank-100",
         num_classes=100,
         label_rate=100.0,
         exp_dir="hubert/exp-pretrain",

@@ -14,7 +14,7 @@ if __name__ == "__main__":
         encoder="zipformer-tiny",
         frontend="fbank",  # stored fbank: cheaper on CPU than the waveform CNN
         encoder_overrides="frontend_layer3_channels=32",  # a light Conv2d front end for CPU
-        manifest_dir="data/kmeans-mfcc-100",  # prepare.sh stage 5: MFCC k-means labels
+        manifest_dir="data/kmeans-fbank-100",  # prepare.sh stage 5: fbank k-means labels
         num_classes=100,
         label_rate=100.0,
         exp_dir="zipformer/exp-pretrain",
