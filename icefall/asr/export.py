@@ -219,11 +219,13 @@ def export_specs(model: AsrModel, model_params: AttributeDict) -> List[ExportSpe
 def model_metadata(model: AsrModel, model_params: AttributeDict) -> Dict[str, str]:
     """Key/value metadata stored in every ONNX file (values are strings, as ONNX requires)."""
     wav = input_type(model_params) == "wav"
+    encoder = str(model_params.get("encoder", "zipformer"))
+    family = "zipformer2" if encoder.startswith("zipformer") else encoder.split("-")[0]  # e.g. hubert
     meta = {
-        "model_type": "zipformer2" if model.use_transducer else "zipformer2_ctc",
+        "model_type": family if model.use_transducer else f"{family}_ctc",
         "version": VERSION,
         "model_author": "icefall-ssl",
-        "comment": f"non-streaming {model_params.get('encoder')} ({model_params.get('frontend')} front end), "
+        "comment": f"non-streaming {encoder} ({model_params.get('frontend')} front end), "
                    f"SSL pretrained, fine-tuned with {'transducer' if model.use_transducer else ''}"
                    f"{'+' if model.use_transducer and model.use_ctc else ''}{'CTC' if model.use_ctc else ''}",
         "vocab_size": model.vocab_size,
