@@ -221,13 +221,13 @@ def model_metadata(model: AsrModel, model_params: AttributeDict) -> Dict[str, st
     wav = input_type(model_params) == "wav"
     encoder = str(model_params.get("encoder", "zipformer"))
     family = "zipformer2" if encoder.startswith("zipformer") else encoder.split("-")[0]  # e.g. hubert
+    heads = "+".join(h for h, on in (("transducer", model.use_transducer), ("CTC", model.use_ctc)) if on)
     meta = {
         "model_type": family if model.use_transducer else f"{family}_ctc",
         "version": VERSION,
         "model_author": "icefall-ssl",
         "comment": f"non-streaming {encoder} ({model_params.get('frontend')} front end), "
-                   f"SSL pretrained, fine-tuned with {'transducer' if model.use_transducer else ''}"
-                   f"{'+' if model.use_transducer and model.use_ctc else ''}{'CTC' if model.use_ctc else ''}",
+                   f"SSL pretrained, fine-tuned with {heads}",
         "vocab_size": model.vocab_size,
         "blank_id": model.blank_id,
         "context_size": model.decoder.context_size if model.use_transducer else 0,
