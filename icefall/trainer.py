@@ -33,7 +33,6 @@ from icefall.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
     save_checkpoint_with_global_batch_idx,
-    unwrap_model,
     update_averaged_model,
 )
 from icefall.dist import get_device, setup_dist

@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 
 from icefall import checkpoint as ckpt
-from icefall.utils import AttributeDict
 
 
 def _model(value: float) -> nn.Module:

@@ -19,7 +19,6 @@ transformers = pytest.importorskip("transformers")
 
 from icefall.ssl.fairseq_import import (  # noqa: E402
     FairseqCheckpointError,
-    convert_fairseq_checkpoint,
     convert_fairseq_state_dict,
     load_fairseq_hubert,
     load_pretrained_hubert,

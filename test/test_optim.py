@@ -1,5 +1,4 @@
 """Tests of icefall/optim.py (ScaledAdam, Eden)."""
-import copy
 import io
 import math
 

@@ -101,7 +101,7 @@ def test_resume_from_epoch_is_bitwise_exact(tmp_path):
 
 
 def test_resume_with_lhotse_sampler_is_exact(tmp_path):
-    lhotse = pytest.importorskip("lhotse")
+    pytest.importorskip("lhotse")
     from lhotse import CutSet
     from lhotse.dataset import DynamicBucketingSampler
     from lhotse.testing.dummies import dummy_cut

@@ -25,17 +25,7 @@ from typing import Optional
 from torch.utils.data import DataLoader
 
 from icefall.data.dataset import AsrDataset, CutFilter, SslDataset
-
-
-def _str2bool(v) -> bool:
-    # Local on purpose: icefall.utils may not exist when this module is imported in isolation.
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("true", "1", "yes", "y", "t"):
-        return True
-    if v.lower() in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false/1/0), got {v!r}")
+from icefall.utils import str2bool
 
 
 class DataModule:
@@ -52,18 +42,18 @@ class DataModule:
         g.add_argument("--cuts-prefix", type=str, default="mini", help="corpus name prefix")
         g.add_argument("--max-duration", type=float, default=200.0,
                        help="maximum seconds of audio in a batch")
-        g.add_argument("--bucketing-sampler", type=_str2bool, default=True,
+        g.add_argument("--bucketing-sampler", type=str2bool, default=True,
                        help="DynamicBucketingSampler (true) or DynamicCutSampler (false)")
         g.add_argument("--num-buckets", type=int, default=30)
         g.add_argument("--sampler-buffer-size", type=int, default=1000,
                        help="cuts held by the bucketing sampler; bounds start-up time")
-        g.add_argument("--shuffle", type=_str2bool, default=True)
-        g.add_argument("--drop-last", type=_str2bool, default=False,
+        g.add_argument("--shuffle", type=str2bool, default=True)
+        g.add_argument("--drop-last", type=str2bool, default=False,
                        help="drop incomplete batches of each bucket in training")
         g.add_argument("--num-workers", type=int, default=2, help="data loader processes")
         g.add_argument("--input-type", choices=["wav", "fbank"], default="fbank",
                        help="model input: 16 kHz waveform or 80-dim fbank at 100 Hz")
-        g.add_argument("--on-the-fly-feats", type=_str2bool, default=False,
+        g.add_argument("--on-the-fly-feats", type=str2bool, default=False,
                        help="compute fbank while loading instead of reading stored features")
         g.add_argument("--min-utt-duration", type=float, default=1.0,
                        help="drop shorter cuts (the encoder's minimum input)")
@@ -73,9 +63,9 @@ class DataModule:
                        help="k-means label rate in Hz (cut.custom['kmeans'])")
         g.add_argument("--max-sample-duration", type=float, default=None,
                        help="SSL: randomly crop longer utterances to this many seconds")
-        g.add_argument("--crop-to-shortest", type=_str2bool, default=False,
+        g.add_argument("--crop-to-shortest", type=str2bool, default=False,
                        help="SSL: crop each batch to its shortest item (no padding)")
-        g.add_argument("--enable-spec-aug", type=_str2bool, default=True,
+        g.add_argument("--enable-spec-aug", type=str2bool, default=True,
                        help="ASR: SpecAugment on fbank in training")
         g.add_argument("--spec-aug-time-warp-factor", type=int, default=80,
                        help="ASR: SpecAugment time warp; < 1 disables it")

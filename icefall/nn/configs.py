@@ -23,11 +23,11 @@ argument (e.g. ``frontend_feature_grad_mult=0.1``); any other keyword goes to th
 """
 import copy
 import inspect
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List
 
 from torch import Tensor, nn
 
-from icefall.nn.frontend import WAV2VEC2_CONV_LAYERS, Conv2dSubsampling, Wav2Vec2FrontEnd
+from icefall.nn.frontend import Conv2dSubsampling, Wav2Vec2FrontEnd
 from icefall.nn.transformer import TransformerEncoder
 from icefall.nn.zipformer import Zipformer2
 

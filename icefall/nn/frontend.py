@@ -14,18 +14,17 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from icefall.utils import make_pad_mask
 from icefall.nn.scaling import (
     Balancer,
     BiasNorm,
     Dropout2,
     FloatLike,
-    ScaledLinear,
     ScaleGrad,
     ScheduledFloat,
     SwooshL,
     SwooshR,
     Whiten,
-    make_pad_mask,
     scale_grad,
 )
 

@@ -73,16 +73,6 @@ def set_batch_count(model: nn.Module, batch_count: float) -> None:
             m.batch_count = float(batch_count)
 
 
-def make_pad_mask(lengths: Tensor, max_len: int = 0) -> Tensor:
-    """(B,) lengths -> (B, T) bool mask, True at padded frames (t >= lengths[b])."""
-    try:
-        from icefall.utils import make_pad_mask as _impl
-    except ImportError:  # utils.py not there yet; same one-liner
-        max_len = max(max_len, int(lengths.max())) if lengths.numel() else max_len
-        return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
-    return _impl(lengths, max_len)
-
-
 # ---------------------------------------------------------------------------------------------
 # Activations and normalization
 
@@ -427,7 +417,6 @@ __all__: List[str] = [
     "ScheduledFloat",
     "FloatLike",
     "set_batch_count",
-    "make_pad_mask",
     "swoosh_r",
     "swoosh_l",
     "SwooshR",

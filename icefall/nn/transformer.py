@@ -16,10 +16,9 @@ import math
 import random
 from typing import List, Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
-from icefall.nn.scaling import make_pad_mask
+from icefall.utils import make_pad_mask
 
 
 class ConvPositionalEmbedding(nn.Module):

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from icefall.utils import make_pad_mask
 from icefall.nn.scaling import (
     Balancer,
     BiasNorm,
@@ -34,7 +35,6 @@ from icefall.nn.scaling import (
     Whiten,
     convert_num_channels,
     limit_param_value,
-    make_pad_mask,
     penalize_abs_values_gt,
     swoosh_l,
     swoosh_r,

@@ -15,8 +15,6 @@ new data can be labelled with the same clusters (``--kmeans-model``).
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional

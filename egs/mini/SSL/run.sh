@@ -48,7 +48,7 @@ if $tiny; then
   decode_splits="train-labeled test"
 else
   prepare_opts=""
-  pretrain_opts="--num-epochs 2 --max-duration 80"
+  pretrain_opts="--num-epochs 2 --max-duration 40"
   finetune_opts="--num-epochs 12 --max-duration 60"
   ft_epoch=12; ft_avg=4
   decode_splits="dev test"

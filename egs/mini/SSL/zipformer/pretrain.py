@@ -17,6 +17,9 @@ if __name__ == "__main__":
         manifest_dir="data/kmeans-fbank-100",  # prepare.sh stage 5: fbank k-means labels
         num_classes=100,
         label_rate=100.0,
+        # fairseq's feature penalty keeps raw CNN features small; on the normalised output of
+        # the fbank front end it only fights the masked-prediction loss.
+        feature_pen_weight=0.0,
         exp_dir="zipformer/exp-pretrain",
         num_epochs=3,
         max_duration=160.0,

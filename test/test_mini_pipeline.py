@@ -1,0 +1,127 @@
+"""End to end on the tiny mini corpus: k-means labels, pretraining, and the whole demo pipeline
+(run.sh --tiny: prepare, pretrain, fine-tune, decode, export, ONNX decode)."""
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from icefall.data.datamodule import DataModule
+from icefall.eval.pnmi import pnmi_from_alignments
+from icefall.optim import ScaledAdam
+from icefall.ssl.pretrain import build_model, compute_loss, get_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_SH = ROOT / "egs" / "mini" / "SSL" / "run.sh"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd):
+    proc = subprocess.run(
+        ["bash", str(RUN_SH), "--tiny", "--work-dir", str(cwd), *args],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"run.sh {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """run.sh --tiny stage 0: the tiny corpus with fbank, tokens and k-means labels."""
+    work = tmp_path_factory.mktemp("mini")
+    _run(["--stop-stage", "0"], work)
+    return work
+
+
+def _units_and_alignments(cuts_path):
+    from lhotse import load_manifest_lazy
+
+    units, ali = {}, {}
+    for cut in load_manifest_lazy(cuts_path):
+        units[cut.id] = np.array([int(v) for v in cut.custom["kmeans"].split()])
+        phones = cut.supervisions[0].alignment["phone"]
+        ali[cut.id] = [(a.start, a.start + a.duration, a.symbol) for a in phones]
+    return units, ali
+
+
+def test_kmeans_labels_beat_random_labels(tiny_corpus):
+    units, ali = _units_and_alignments(tiny_corpus / "data/kmeans-fbank-100/mini_cuts_train-unlabeled.jsonl.gz")
+    for cut_id, u in units.items():  # labels at 100 Hz cover the utterance
+        assert abs(len(u) - 100 * ali[cut_id][-1][1]) <= 2
+    ours = pnmi_from_alignments(units, ali, 100.0)["pnmi"]
+    rng = np.random.default_rng(0)
+    random = {k: rng.integers(0, 100, len(v)) for k, v in units.items()}
+    chance = pnmi_from_alignments(random, ali, 100.0)["pnmi"]
+    assert ours > 2.5 * chance and ours > 0.2, (ours, chance)
+
+
+def test_pretraining_lowers_loss_and_beats_majority_class(tiny_corpus, monkeypatch):
+    """250 updates on one batch of the tiny corpus: the masked-prediction loss falls and masked
+    accuracy rises far above always answering the most frequent label."""
+    monkeypatch.chdir(tiny_corpus)
+    args = get_parser(
+        encoder="zipformer-tiny", frontend="fbank", encoder_overrides="frontend_layer3_channels=32",
+        manifest_dir="data/kmeans-fbank-100", num_classes=100, label_rate=100.0, max_duration=30.0,
+        num_workers=0, shuffle=False,
+    ).parse_args([])
+    args.input_type = "fbank"
+    params = dict(vars(args))
+    from icefall.utils import AttributeDict
+
+    model = build_model(AttributeDict(params))
+    data = DataModule(args)
+    dl = data.valid_dataloader(data.load_cuts("train-unlabeled"), data.ssl_dataset(train=False))
+    batch = next(iter(dl))
+    labels = batch["labels"][batch["labels"] >= 0].tolist()
+    majority = Counter(labels).most_common(1)[0][1] / len(labels)
+
+    def evaluate():
+        """Masked loss and accuracy over 5 fixed masks (the same in every call)."""
+        model.eval()
+        ce = acc = frames = 0.0
+        for seed in range(5):
+            torch.manual_seed(seed)
+            _, info = compute_loss(model, batch, False)
+            ce, acc, frames = ce + info["ce_masked"], acc + info["acc_masked"], frames + info["frames"]
+        model.train()
+        return ce / frames, acc / frames
+
+    loss0, acc0 = evaluate()
+    torch.manual_seed(0)
+    opt = ScaledAdam(model.named_parameters(), lr=0.045)
+    for step in range(250):
+        loss, _ = compute_loss(model, batch, True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    loss1, acc1 = evaluate()
+    assert loss1 < 0.5 * loss0, (loss0, loss1)
+    # The most frequent label (mostly silence) covers about a third of the frames.
+    assert acc1 > majority + 0.15 and acc1 > acc0 + 0.3, (acc0, acc1, majority)
+
+
+def _wer(path_glob):
+    files = sorted(Path().glob(path_glob))
+    assert files, f"no {path_glob}"
+    return float(files[-1].read_text().splitlines()[1].split("\t")[1])
+
+
+def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
+    out = _run(["--stage", "1"], tiny_corpus)
+    monkeypatch.chdir(tiny_corpus)
+    ft = Path("zipformer/exp-ft")
+    # Fitting the 12 labeled utterances shows every stage is wired right: an empty output
+    # would score 100% WER.
+    train_wer = _wer(str(ft / "ctc-greedy-search/wer-summary-train-labeled-*.txt"))
+    assert train_wer < 50.0, train_wer
+    # The ONNX export decodes the test split exactly as PyTorch does.
+    torch_test = _wer(str(ft / "ctc-greedy-search/wer-summary-test-*.txt"))
+    onnx_test = _wer(str(ft / "onnx/ctc-greedy-search/wer-summary-test-*.txt"))
+    assert onnx_test == torch_test
+    for f in ("pretrained.pt", "onnx/model.onnx", "onnx/tokens.txt"):
+        assert (ft / f).is_file(), f
+    assert "| pretrained (HuBERT-style) + fine-tuned |" in out
