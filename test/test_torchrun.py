@@ -189,3 +189,37 @@ def test_two_process_resume_is_exact_with_process_rngs(corpus):
     diff = _max_diff(_model(exp / "epoch-1.pt"), _model(corpus / "exp-rng/epoch-1.pt"))
     if diff > 0:
         raise KnownBug(f"resumed parameters differ by up to {diff:.3g}")
+
+
+@pytest.mark.slow
+def test_slurm_sbatch_script(corpus, tmp_path):
+    """egs/librispeech/SSL/local/slurm_pretrain.sbatch on one 'node' of 2 CPU processes:
+    stand-ins for srun (drops its options) and scontrol (this host) on PATH; the script's own
+    torchrun command line and c10d rendezvous run for real."""
+    sbatch = ROOT / "egs" / "librispeech" / "SSL" / "local" / "slurm_pretrain.sbatch"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {
+        "srun": 'while [[ $# -gt 0 && $1 == --* ]]; do shift; done\nexec "$@"',
+        "scontrol": "echo localhost",
+        "torchrun": f'exec {sys.executable} -m torch.distributed.run "$@"',
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    # torchrun runs a Python file: this one runs the mini pretrain.py through the harness.
+    (corpus / "slurm_entry.py").write_text(
+        "import runpy, sys\n"
+        f"sys.argv = [sys.argv[0], {str(PRETRAIN)!r}, *sys.argv[1:]]\n"
+        "runpy.run_path('harness.py', run_name='__main__')\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_NNODES="1",
+               SLURM_JOB_ID="1", SLURM_JOB_NODELIST="localhost", GPUS_PER_NODE="2",
+               MASTER_PORT="29517", SCRIPT="slurm_entry.py", OMP_NUM_THREADS="1")
+    # --use-fp16 false after the script's --use-fp16 true: the last one wins (CPU run)
+    r = subprocess.run(["bash", str(sbatch), *COMMON, "--exp-dir", "exp-slurm", "--use-fp16", "false"],
+                       cwd=corpus, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "(0/2) Epoch 1 done" in out and "'use_fp16': False" in out
+    assert len(list((corpus / "exp-slurm" / "log").glob("log-pretrain-*"))) == 2
+    assert (corpus / "exp-slurm" / "epoch-1.pt").is_file()
