@@ -69,8 +69,12 @@ def save_checkpoint(
     sampler: Optional[Any] = None,
     scaler: Optional[Any] = None,
     rank: int = 0,
+    rng: Optional[Any] = None,
 ) -> None:
-    """Save the full training state atomically. Only rank 0 writes."""
+    """Save the full training state atomically. Only rank 0 writes.
+
+    ``rng``: the RNG states to store (e.g. one per DDP rank); default this process's.
+    """
     if rank != 0:
         return
     checkpoint = {
@@ -81,7 +85,7 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": get_rng_state(),
+        "rng": rng if rng is not None else get_rng_state(),
         "params": dict(params) if params is not None else {},
     }
     atomic_torch_save(checkpoint, filename)

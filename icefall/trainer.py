@@ -41,6 +41,7 @@ from icefall.utils import (
     AttributeDict,
     MetricsTracker,
     fix_random_seed,
+    get_rng_state,
     set_rng_state,
     setup_logger,
     str2bool,
@@ -242,7 +243,15 @@ class Trainer:
             it = iter(self.train_dl)
             for _ in range(skip):
                 next(it)
-        set_rng_state(resume["rng"])
+        rng = resume["rng"]
+        if "per_rank" in rng:
+            if len(rng["per_rank"]) != self.world_size:
+                logging.warning(
+                    f"Checkpoint has RNG states of {len(rng['per_rank'])} ranks, this run has "
+                    f"{self.world_size}: resuming with different random draws"
+                )
+            rng = rng["per_rank"][self.rank % len(rng["per_rank"])]
+        set_rng_state(rng)
         return it, skip
 
     # ------------------------------------------------------------------ loop
@@ -428,10 +437,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
+        """What a checkpoint holds. Collective under DDP: every rank must call it."""
+        rng = get_rng_state()
+        if self.world_size > 1:
+            # Each rank draws its own masks and dropout: resume needs every rank's RNGs.
+            states = [None] * self.world_size
+            dist.all_gather_object(states, rng)
+            rng = {"per_rank": states}
         return dict(
             model=self.model, model_avg=self.model_avg, params=self.params,
             optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
-            scaler=self.scaler, rank=self.rank,
+            scaler=self.scaler, rank=self.rank, rng=rng,
         )
 
     def _save_batch_checkpoint(self) -> None:
@@ -454,8 +470,13 @@ class Trainer:
             copy_checkpoint(filename, p.exp_dir / "best-valid-loss.pt")
 
     def save_bad_model(self, suffix: str = "") -> Path:
+        """Every rank that hits the problem saves its own copy (no collective call here)."""
         path = self.params.exp_dir / f"bad-model{suffix}-{self.rank}.pt"
-        save_checkpoint(path, **{**self._state(), "rank": 0})
+        save_checkpoint(
+            path, model=self.model, model_avg=self.model_avg, params=self.params,
+            optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
+            scaler=self.scaler, rank=0,
+        )
         return path
 
 

@@ -19,7 +19,7 @@ with ``--accum-grad 2``. Three more things differ, and the comparison removes ea
 
 With those, the 2-process parameters equal the 1-process ones (bitwise here). The same
 harness checks that only rank 0 writes checkpoints and that ``--start-batch`` resumes a
-2-process run exactly. Two strict xfails record what pretrain.py itself still gets wrong.
+2-process run exactly.
 """
 import os
 import subprocess
@@ -35,8 +35,8 @@ PREPARE = ROOT / "egs" / "mini" / "SSL" / "prepare.sh"
 MAX_DURATION = 2.8  # one cut per batch: every chosen cut is shorter, any two are longer
 NUM_CUTS = 8  # 4 steps of 2 cuts
 
-# Runs a script with: find_unused_parameters (Zipformer skips layers at random; see the
-# xfail below), per-batch RNG seeds (PER_BATCH_SEED=1) and a loss scale (LOSS_SCALE).
+# Runs a script with: find_unused_parameters (Zipformer skips layers at random),
+# per-batch RNG seeds (PER_BATCH_SEED=1) and a loss scale (LOSS_SCALE).
 HARNESS = '''
 import os, random, runpy, sys, zlib
 import numpy as np, torch
@@ -161,24 +161,18 @@ def test_two_process_resume_from_start_batch(runs):
     assert _max_diff(_model(exp / "epoch-1.pt"), _model(runs / "exp-2proc/epoch-1.pt")) == 0.0
 
 
-class KnownBug(Exception):
-    """Raised only on a known bug's signature: anything else fails the xfail tests."""
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason="icefall/ssl/pretrain.py wraps a Zipformer in DDP without "
-                   "find_unused_parameters; its random layer skipping leaves parameters unused")
 def test_plain_pretrain_py_under_torchrun(corpus):
+    """The recipe as users run it (no harness): the Zipformer's random layer skipping leaves
+    parameters without gradients in some steps, which DDP must be told about."""
     r = _train(corpus, "exp-plain", 2, harness=False)
-    if r.returncode != 0 and "find_unused_parameters=True" in r.stderr:
-        raise KnownBug("DDP: parameters without gradients")
     assert r.returncode == 0, r.stderr[-2000:]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason="checkpoint-<n>.pt holds rank 0's RNG state only; rank 1 "
-                   "resumes with it, so its masks and dropout differ from the uninterrupted run")
 def test_two_process_resume_is_exact_with_process_rngs(corpus):
+    """Masks and dropout drawn from each process's own RNG: checkpoints keep every rank's RNG
+    state, so a resumed 2-process run equals the uninterrupted one."""
     a = _train(corpus, "exp-rng", 2)
     assert a.returncode == 0, a.stderr[-2000:]
     exp = corpus / "exp-rng-resume"
@@ -186,9 +180,7 @@ def test_two_process_resume_is_exact_with_process_rngs(corpus):
     (exp / "checkpoint-2.pt").write_bytes((corpus / "exp-rng/checkpoint-2.pt").read_bytes())
     b = _train(corpus, "exp-rng-resume", 2, "--start-batch", "2")
     assert b.returncode == 0, b.stderr[-2000:]
-    diff = _max_diff(_model(exp / "epoch-1.pt"), _model(corpus / "exp-rng/epoch-1.pt"))
-    if diff > 0:
-        raise KnownBug(f"resumed parameters differ by up to {diff:.3g}")
+    assert _max_diff(_model(exp / "epoch-1.pt"), _model(corpus / "exp-rng/epoch-1.pt")) == 0.0
 
 
 @pytest.mark.slow

@@ -227,6 +227,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
         encoder = trainer.model.module.encoder if hasattr(trainer.model, "module") else trainer.model.encoder
         encoder.num_updates = trainer.params.batch_idx_train // trainer.params.accum_grad
 
+    params.find_unused_parameters = True  # Zipformer layer skipping; frozen encoder steps
     trainer = Trainer(params, model, optimizer, scheduler, make_compute_loss(params), train_dl, valid_dl,
                       device=device, rank=rank, world_size=world_size, before_batch=before_batch)
     trainer.train()

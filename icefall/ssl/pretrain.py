@@ -161,8 +161,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
         from icefall.ssl.spidr import spidr_after_step
 
         after_step = spidr_after_step
-        # Zipformer layers that feed no head leave parameters without gradients.
-        params.find_unused_parameters = True
+    # Zipformer layer skipping (and, for SpidR, layers that feed no head) leave some parameters
+    # without gradients in a step; DDP must be told.
+    params.find_unused_parameters = True
     trainer = Trainer(
         params, model, optimizer, scheduler, compute_loss, train_dl, valid_dl,
         device=device, rank=rank, world_size=world_size, before_batch=set_schedule_count,
