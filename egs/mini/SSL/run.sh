@@ -7,7 +7,7 @@
 # Stages (each re-runnable; finished training stages are skipped):
 #   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels)
 #   1  pretrain a tiny Zipformer HuBERT-style on the ~2 h unlabeled split
-#   2  fine-tune it with CTC (letters) on the 10-minute labeled split
+#   2  fine-tune it with CTC (letters) on the 10-minute labeled split (20 epochs)
 #   3  train the same model from scratch with the same fine-tuning budget (the baseline)
 #   4  decode dev and test with both (CTC greedy search)
 #   5  export the fine-tuned model (pretrained.pt, TorchScript, ONNX) and decode test with ONNX
@@ -49,8 +49,8 @@ if $tiny; then
 else
   prepare_opts=""
   pretrain_opts="--num-epochs 2 --max-duration 40"
-  finetune_opts="--num-epochs 12 --max-duration 60"
-  ft_epoch=12; ft_avg=4
+  finetune_opts="--num-epochs 20"
+  ft_epoch=20; ft_avg=5
   decode_splits="dev test"
 fi
 pre_epoch=2
