@@ -77,6 +77,24 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tensorboard", type=str2bool, default=True)
 
 
+def training_parser(
+    description: str, add_model_arguments: Callable[[argparse.ArgumentParser], None], **defaults
+) -> argparse.ArgumentParser:
+    """The parser of a training script: training, optimizer, model and data options, with the
+    recipe's own ``defaults`` (e.g. ``encoder="zipformer-tiny"``)."""
+    from icefall.data.datamodule import DataModule
+
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_training_arguments(parser)
+    add_optimizer_arguments(parser)
+    add_model_arguments(parser)
+    DataModule.add_arguments(parser)
+    parser.set_defaults(**defaults)
+    return parser
+
+
 def autocast_context(device: torch.device, use_fp16: bool, use_bf16: bool):
     """Mixed-precision context (fp16 on CUDA; bf16 anywhere), or nothing."""
     if use_bf16:

@@ -25,11 +25,10 @@ from icefall.dist import cleanup_dist, launch
 from icefall.ssl.hubert import HubertModel
 from icefall.trainer import (
     Trainer,
-    add_optimizer_arguments,
-    add_training_arguments,
     make_optimizer,
     set_schedule_count,
     setup_run,
+    training_parser,
 )
 from icefall.utils import AttributeDict, MetricsTracker, num_params, str2bool
 
@@ -94,16 +93,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def get_parser(**defaults) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Fine-tune an SSL encoder with CTC and/or pruned RNN-T",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    return training_parser(
+        "Fine-tune an SSL encoder with CTC and/or pruned RNN-T", add_finetune_arguments, **defaults
     )
-    add_training_arguments(parser)
-    add_optimizer_arguments(parser)
-    add_finetune_arguments(parser)
-    DataModule.add_arguments(parser)
-    parser.set_defaults(**defaults)
-    return parser
 
 
 def load_ssl_model(params: AttributeDict) -> HubertModel:

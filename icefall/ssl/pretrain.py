@@ -23,11 +23,10 @@ from icefall.nn.configs import build_encoder, list_encoders
 from icefall.ssl.hubert import HubertConfig, HubertModel
 from icefall.trainer import (
     Trainer,
-    add_optimizer_arguments,
-    add_training_arguments,
     make_optimizer,
     set_schedule_count,
     setup_run,
+    training_parser,
 )
 from icefall.utils import AttributeDict, MetricsTracker, num_params
 
@@ -55,16 +54,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def get_parser(**defaults) -> argparse.ArgumentParser:
     """Parser with every option; ``defaults`` are the recipe's own (e.g. ``encoder=...``)."""
-    parser = argparse.ArgumentParser(
-        description="HuBERT-style masked prediction pretraining (k2SSL)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    return training_parser(
+        "Self-supervised pretraining: HuBERT-style masked prediction (k2SSL), SpidR or DinoSR",
+        add_model_arguments, **defaults,
     )
-    add_training_arguments(parser)
-    add_optimizer_arguments(parser)
-    add_model_arguments(parser)
-    DataModule.add_arguments(parser)
-    parser.set_defaults(**defaults)
-    return parser
 
 
 def parse_overrides(text: str) -> Dict[str, object]:
