@@ -188,9 +188,12 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
 
 
 def atomic_write_path(path: Union[str, Path]) -> Path:
-    """A temporary sibling of ``path`` to write to before ``os.replace`` (same filesystem)."""
+    """A temporary sibling of ``path`` to write to before ``os.replace`` (same filesystem).
+
+    It keeps the suffixes, since lhotse's writers pick gzip by them.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".tmp{os.getpid()}.{path.name}")
 
 
 def num_params(model: torch.nn.Module) -> int:

@@ -125,3 +125,33 @@ def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
     for f in ("pretrained.pt", "onnx/model.onnx", "onnx/tokens.txt"):
         assert (ft / f).is_file(), f
     assert "| pretrained (HuBERT-style) + fine-tuned |" in out
+
+
+def test_extract_features_matches_the_model(tiny_corpus, monkeypatch, tmp_path):
+    """icefall.ssl.extract stores each chosen layer per utterance; the stored (lilcom-compressed)
+    arrays equal the model's own outputs up to the compression error."""
+    from icefall.ssl.extract import main as extract_main
+    from icefall.utils import AttributeDict
+    from lhotse import load_manifest
+
+    monkeypatch.chdir(tiny_corpus)
+    params = AttributeDict(vars(get_parser(
+        encoder="zipformer-tiny", frontend="fbank", encoder_overrides="frontend_layer3_channels=32",
+        num_classes=100, label_rate=100.0,
+    ).parse_args([])))
+    model = build_model(params).eval()
+    ckpt = tmp_path / "epoch-1.pt"
+    torch.save({"model": model.state_dict(), "params": dict(params)}, ckpt)
+    out = tmp_path / "feats"
+    extract_main(["--checkpoint", str(ckpt), "--splits", "dev", "--layers", "0", "2", "--out-dir", str(out)])
+    cuts = load_manifest(out / "mini_cuts_dev.jsonl.gz")
+    assert len(cuts) == 8
+    cut = cuts[0]
+    x = torch.as_tensor(cut.load_features()).unsqueeze(0)
+    with torch.no_grad():
+        ref, lens = model.extract_features(x, torch.tensor([x.shape[1]]), layers=[0, 2])
+    for layer, r in zip((0, 2), ref):
+        stored = torch.as_tensor(cut.load_custom(f"layer_{layer}"))
+        r = r[0, : int(lens[0])]
+        assert stored.shape == r.shape
+        assert (stored - r).abs().max() < 0.01 * r.abs().max() + 1e-3

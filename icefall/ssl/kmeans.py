@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from icefall.utils import atomic_write_path
+
 Pathlike = Union[str, Path]
 FORMAT = "icefall-kmeans-v1"
 
@@ -193,7 +195,7 @@ class KMeans:
             "counts": self.counts.cpu(),
             "meta": self.meta,
         }
-        tmp = _tmp_sibling(path)
+        tmp = atomic_write_path(path)
         torch.save(state, tmp)
         os.replace(tmp, path)
 
@@ -231,11 +233,6 @@ def _minibatches(
         rows = rows[torch.randperm(rows.shape[0], generator=generator, device=rows.device)]
         for i in range(0, rows.shape[0], batch_size):
             yield rows[i : i + batch_size]
-
-
-def _tmp_sibling(path: Path) -> Path:
-    """Temporary name in the same directory that keeps the suffixes (lhotse picks gzip by them)."""
-    return path.with_name(f".tmp{os.getpid()}.{path.name}")
 
 
 # ----------------------------------------------------------------------------- features
@@ -318,7 +315,7 @@ def write_kmeans_labels(
     from lhotse import CutSet
 
     out_path = Path(out_path)
-    tmp = _tmp_sibling(out_path)
+    tmp = atomic_write_path(out_path)
     try:
         with CutSet.open_writer(tmp) as writer:
             for cut in cuts:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -26,9 +26,9 @@ from icefall.ssl.kmeans import KMeans, cut_features, write_kmeans_labels
 FeatureFn = Callable[[object], torch.Tensor]
 
 
-def layer_feature_fn(checkpoint: Path, layer: int, device: str = "cpu") -> FeatureFn:
-    """cut -> (T, D) output of ``layer`` (0 = front end, 1..L encoder layers) of a pretrained
-    HuBERT-style model saved by ``pretrain.py`` (its params say how to rebuild it)."""
+def load_pretrained(checkpoint: Path, device: str = "cpu") -> Tuple[torch.nn.Module, str]:
+    """A model saved by ``pretrain.py`` (its params say how to rebuild it), in eval mode, and its
+    input type ("wav" or "fbank")."""
     from icefall.checkpoint import load_file
     from icefall.ssl.pretrain import build_model
     from icefall.utils import AttributeDict
@@ -37,20 +37,18 @@ def layer_feature_fn(checkpoint: Path, layer: int, device: str = "cpu") -> Featu
     params = AttributeDict(ckpt["params"])
     model = build_model(params)
     model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    input_type = "wav" if params.frontend == "cnn" else "fbank"
+    return model.to(device).eval(), ("wav" if params.frontend == "cnn" else "fbank")
 
-    @torch.no_grad()
-    def fn(cut) -> torch.Tensor:
-        if input_type == "wav":
-            x = torch.as_tensor(cut.load_audio()[0]).unsqueeze(0)
-        else:
-            x = torch.as_tensor(cut.load_features()).unsqueeze(0)
-        lens = torch.tensor([x.shape[1]])
-        layers, out_lens = model.extract_features(x.to(device), lens.to(device), layers=[layer])
-        return layers[0][0, : int(out_lens[0])].float().cpu()
 
-    return fn
+def checkpoint_feature_fn(checkpoint: Path, layer: int, device: str = "cpu") -> FeatureFn:
+    """cut -> (T, D) output of ``layer`` (0 = front end, 1..L encoder layers) of a pretrained
+    model; see :func:`icefall.ssl.units.layer_feature_fn`."""
+    from icefall.ssl.units import layer_feature_fn
+
+    model, input_type = load_pretrained(checkpoint, device)
+    if input_type == "fbank":
+        return layer_feature_fn(model, layer, device, lambda cut: torch.as_tensor(cut.load_features()))
+    return layer_feature_fn(model, layer, device)
 
 
 def _feature_stream(cuts, fn: FeatureFn, max_frames: Optional[int]) -> Iterator[torch.Tensor]:
@@ -124,7 +122,7 @@ def main(argv=None) -> None:
     if args.features == "layer":
         if args.checkpoint is None:
             parser.error("--features layer needs --checkpoint")
-        fn = layer_feature_fn(args.checkpoint, args.layer, args.device)
+        fn = checkpoint_feature_fn(args.checkpoint, args.layer, args.device)
     else:
         fn = lambda cut: cut_features(cut, args.features)  # noqa: E731
     meta = {k: str(v) for k, v in vars(args).items()}
