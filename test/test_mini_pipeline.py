@@ -104,24 +104,29 @@ def test_pretraining_lowers_loss_and_beats_majority_class(tiny_corpus, monkeypat
     assert acc1 > majority + 0.15 and acc1 > acc0 + 0.3, (acc0, acc1, majority)
 
 
-def _wer(path_glob):
-    files = sorted(Path().glob(path_glob))
+def _newest(path_glob):
+    files = sorted(Path().glob(path_glob), key=lambda f: f.stat().st_mtime)
     assert files, f"no {path_glob}"
-    return float(files[-1].read_text().splitlines()[1].split("\t")[1])
+    return files[-1]
 
 
 def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
+    from icefall.eval.wer import compute_cer, compute_wer, read_transcripts
+
     out = _run(["--stage", "1"], tiny_corpus)
     monkeypatch.chdir(tiny_corpus)
     ft = Path("zipformer/exp-ft")
-    # Fitting the 12 labeled utterances shows every stage is wired right: an empty output
-    # would score 100% WER.
-    train_wer = _wer(str(ft / "ctc-greedy-search/wer-summary-train-labeled-*.txt"))
-    assert train_wer < 50.0, train_wer
+    # Fitting the 12 labeled utterances shows every stage is wired right. An empty output has
+    # 100% WER and CER; 240 updates of a 1M model spell most letters right but few whole words,
+    # so the check is on characters.
+    train = read_transcripts(_newest(str(ft / "ctc-greedy-search/recogs-train-labeled-*.txt")))
+    assert len(train) == 12
+    assert compute_cer(train).wer < 60.0, compute_cer(train).wer
     # The ONNX export decodes the test split exactly as PyTorch does.
-    torch_test = _wer(str(ft / "ctc-greedy-search/wer-summary-test-*.txt"))
-    onnx_test = _wer(str(ft / "onnx/ctc-greedy-search/wer-summary-test-*.txt"))
-    assert onnx_test == torch_test
+    torch_test = read_transcripts(_newest(str(ft / "ctc-greedy-search/recogs-test-*.txt")))
+    onnx_test = read_transcripts(_newest(str(ft / "onnx/ctc-greedy-search/recogs-test-*.txt")))
+    assert sorted(torch_test) == sorted(onnx_test)
+    assert compute_wer(onnx_test).ref_len > 0
     for f in ("pretrained.pt", "onnx/model.onnx", "onnx/tokens.txt"):
         assert (ft / f).is_file(), f
     assert "| pretrained (HuBERT-style) + fine-tuned |" in out

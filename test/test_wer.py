@@ -126,3 +126,14 @@ def test_mapsswe_identical_and_different_systems():
     noise_a = [(c, r, corrupt(r, 1)) for c, r, _ in sys_a]
     noise_b = [(c, r, corrupt(r, 1)) for c, r, _ in sys_a]
     assert mapsswe(noise_a, noise_b).p_value > 0.05
+
+
+def test_read_transcripts_round_trip_and_cer(tmp_path):
+    from icefall.eval.wer import compute_cer, read_transcripts, store_transcripts
+
+    results = [("u2", ["HELLO", "WORLD"], ["HELO", "WORLD"]), ("u1", ["A", "B'S"], [])]
+    store_transcripts(tmp_path / "recogs-test.txt", results)
+    assert read_transcripts(tmp_path / "recogs-test.txt") == results
+    # "HELLO WORLD" (11 characters) vs "HELO WORLD": one deletion; "A B'S" (5) vs "": 5 deletions
+    stats = compute_cer(results)
+    assert (stats.dels, stats.subs, stats.ins, stats.ref_len) == (6, 0, 0, 16)

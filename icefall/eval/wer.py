@@ -194,6 +194,27 @@ def store_transcripts(filename: Path, results: Iterable[Result]) -> None:
             print(f"{cut_id}:\thyp={list(hyp)}", file=f)
 
 
+def read_transcripts(filename: Path) -> List[Result]:
+    """Inverse of :func:`store_transcripts`: a ``recogs-*.txt`` file -> [(cut_id, ref, hyp)]."""
+    import ast
+
+    refs: Dict[str, List[str]] = {}
+    results: List[Result] = []
+    for line in Path(filename).read_text(encoding="utf8").splitlines():
+        cut_id, field = line.split(":\t", 1)
+        kind, words = field.split("=", 1)
+        if kind == "ref":
+            refs[cut_id] = ast.literal_eval(words)
+        else:
+            results.append((cut_id, refs.pop(cut_id), ast.literal_eval(words)))
+    return results
+
+
+def compute_cer(results: Iterable[Result]) -> ErrorStats:
+    """Character errors of word results: each side's words joined by spaces, spaces included."""
+    return compute_wer((i, list(" ".join(r)), list(" ".join(h))) for i, r, h in results)
+
+
 def save_results(
     res_dir: Path,
     test_set_name: str,

@@ -43,8 +43,8 @@ if $tiny; then
   prepare_opts="--tiny"
   pretrain_opts="--num-epochs 2 --max-duration 40"
   # 12 labeled utterances: the test checks the plumbing by fitting them (decoded below).
-  finetune_opts="--num-epochs 25 --max-duration 40"
-  ft_epoch=25; ft_avg=1
+  finetune_opts="--num-epochs 60 --max-duration 8"
+  ft_epoch=60; ft_avg=1
   decode_splits="train-labeled test"
 else
   prepare_opts=""

@@ -9,12 +9,11 @@ over the letters of each transcript (spaces count as symbols): on 10 minutes of 
 a tiny model spells most words partly right, which WER alone does not show.
 """
 import argparse
-import ast
 import glob
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
-from icefall.eval.wer import compute_wer
+from icefall.eval.wer import compute_cer, compute_wer, read_transcripts
 
 SYSTEMS = [
     ("exp-ft", "pretrained (HuBERT-style) + fine-tuned"),
@@ -23,28 +22,13 @@ SYSTEMS = [
 ]
 
 
-def read_recogs(path: Path) -> List[Tuple[str, List[str], List[str]]]:
-    """icefall recogs file (``id:\\tref=[...]`` then ``id:\\thyp=[...]``) -> [(id, ref, hyp)]."""
-    refs, results = {}, []
-    for line in path.read_text(encoding="utf8").splitlines():
-        cut_id, field = line.split(":\t", 1)
-        kind, words = field.split("=", 1)
-        if kind == "ref":
-            refs[cut_id] = ast.literal_eval(words)
-        else:
-            results.append((cut_id, refs.pop(cut_id), ast.literal_eval(words)))
-    return results
-
-
 def error_rates(pattern: str) -> Optional[Tuple[float, float]]:
     """(WER %, CER %) of the newest recogs file matching ``pattern``."""
     files = sorted(glob.glob(pattern), key=lambda f: Path(f).stat().st_mtime)
     if not files:
         return None
-    results = read_recogs(Path(files[-1]))
-    wer = compute_wer(results).wer
-    chars = [(i, list(" ".join(r)), list(" ".join(h))) for i, r, h in results]
-    return wer, compute_wer(chars).wer
+    results = read_transcripts(Path(files[-1]))
+    return compute_wer(results).wer, compute_cer(results).wer
 
 
 def main() -> None:
