@@ -1,7 +1,7 @@
 """HuBERT-style masked prediction (k2SSL) over any front end and encoder.
 
-    source ─ front end ─ LayerNorm ─ (feature penalty) ─ proj ─ dropout ─ mask ─ encoder ─ head
-                                                         masked frames <- learned mask embedding
+    source ─ front end (CNN ─ feature penalty ─ LayerNorm ─ proj ─ dropout) ─ mask ─ encoder ─ head
+                                                 masked frames <- learned mask embedding
 
 The head scores only the frames that count: the encoder output of masked frames (and of
 unmasked ones when ``pred_nomask_weight > 0``) is gathered *before* the projection, so a batch
