@@ -11,6 +11,7 @@ fairseq's ``apply_mask``) and can keep the encoder frozen for the first ``--free
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 from typing import Dict, Tuple
@@ -195,7 +196,11 @@ def make_compute_loss(params: AttributeDict):
     return compute_loss
 
 
-def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
+def run(rank: int, world_size: int, args: argparse.Namespace, hooks=None) -> None:
+    """Fine-tune in one process. ``hooks`` (optional, e.g. ``icefall.prune.finetune.PruneHooks``)
+    extends the run: ``setup_model(model, params)`` (in place, before the optimizer),
+    ``make_optimizer(model, params)``, ``wrap_compute_loss(fn, train_dl)``, ``before_batch(trainer)`` and
+    ``finish(trainer)`` (after training)."""
     params = AttributeDict(vars(args))
     device = setup_run(params, rank, world_size, "finetune")
     tokenizer = load_tokenizer(params.lang_dir)
@@ -204,7 +209,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     model = build_asr_model(params, load_ssl_model(params))
     logging.info(f"ASR model: {num_params(model) / 1e6:.2f}M parameters "
                  f"(ctc={params.use_ctc}, transducer={params.use_transducer}, init={params.init_ckpt})")
-    optimizer, scheduler = make_optimizer(model, params)
+    if hooks is not None:
+        hooks.setup_model(model, params)
+    optimizer, scheduler = (hooks.make_optimizer if hooks is not None else make_optimizer)(model, params)
 
     args.input_type = "wav" if params.frontend == "cnn" else "fbank"
     data = DataModule(args)
@@ -218,14 +225,21 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
         set_schedule_count(trainer)
         encoder = trainer.model.module.encoder if hasattr(trainer.model, "module") else trainer.model.encoder
         encoder.num_updates = trainer.params.batch_idx_train // trainer.params.accum_grad
+        if hooks is not None:
+            hooks.before_batch(trainer)
 
     params.find_unused_parameters = True  # Zipformer layer skipping; frozen encoder steps
-    trainer = Trainer(params, model, optimizer, scheduler, make_compute_loss(params), train_dl, valid_dl,
+    compute_loss = make_compute_loss(params)
+    if hooks is not None:
+        compute_loss = hooks.wrap_compute_loss(compute_loss, train_dl)
+    trainer = Trainer(params, model, optimizer, scheduler, compute_loss, train_dl, valid_dl,
                       device=device, rank=rank, world_size=world_size, before_batch=before_batch)
     trainer.train()
+    if hooks is not None:
+        hooks.finish(trainer)
     logging.info(f"Cut filter: {cut_filter.summary()}")
     cleanup_dist()
 
 
-def main(args: argparse.Namespace) -> None:
-    launch(run, args)
+def main(args: argparse.Namespace, hooks=None) -> None:
+    launch(run if hooks is None else functools.partial(run, hooks=hooks), args)
