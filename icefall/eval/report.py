@@ -3,9 +3,12 @@ from pathlib import Path
 from typing import Mapping, Tuple, Union
 
 METRICS = ("abx_within", "abx_across", "pnmi", "mapr")
+#: shown only when some row has them: PNMI of codebook units (SpidR/DinoSR target layers)
+OPTIONAL_METRICS = ("pnmi_codebook",)
 # ABX and MAP@R are shown in %, PNMI as a fraction (the SpidR / ZeroSpeech conventions).
-SCALE = {"abx_within": 100.0, "abx_across": 100.0, "pnmi": 1.0, "mapr": 100.0}
-HEADER = {"abx_within": "ABX within (%)", "abx_across": "ABX across (%)", "pnmi": "PNMI", "mapr": "MAP@R (%)"}
+SCALE = {"abx_within": 100.0, "abx_across": 100.0, "pnmi": 1.0, "mapr": 100.0, "pnmi_codebook": 1.0}
+HEADER = {"abx_within": "ABX within (%)", "abx_across": "ABX across (%)", "pnmi": "PNMI", "mapr": "MAP@R (%)",
+          "pnmi_codebook": "PNMI codebook"}
 
 
 def layer_table(results: Mapping[Union[int, str], Mapping[str, float]]) -> str:
@@ -13,12 +16,14 @@ def layer_table(results: Mapping[Union[int, str], Mapping[str, float]]) -> str:
 
     Args:
       results: {layer: {"abx_within": .., "abx_across": .., "pnmi": .., "mapr": ..}}, values as
-        fractions in [0, 1] (the outputs of abx_score, unit_quality, map_at_r).
+        fractions in [0, 1] (the outputs of abx_score, unit_quality, map_at_r); an
+        ``OPTIONAL_METRICS`` column appears when some row has it.
     """
-    lines = ["| layer | " + " | ".join(HEADER[m] for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    metrics = _metrics(results)
+    lines = ["| layer | " + " | ".join(HEADER[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for layer in sorted(results, key=_layer_key):
         cells = []
-        for m in METRICS:
+        for m in metrics:
             v = results[layer].get(m)
             cells.append("-" if v is None else f"{v * SCALE[m]:.2f}" if SCALE[m] != 1 else f"{v:.3f}")
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
@@ -51,6 +56,7 @@ def write_layer_report(
         ("abx_across", ax, "s-", "ABX across (%)"),
         ("pnmi", right, "^--", "PNMI"),
         ("mapr", right, "d--", "MAP@R"),
+        ("pnmi_codebook", right, "v:", "PNMI codebook"),
     )):
         pts = [(x, results[l][m]) for x, l in zip(xs, layers) if results[l].get(m) is not None]
         if pts:
@@ -69,6 +75,11 @@ def write_layer_report(
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return md, png
+
+
+def _metrics(results: Mapping) -> Tuple[str, ...]:
+    extra = tuple(m for m in OPTIONAL_METRICS if any(r.get(m) is not None for r in results.values()))
+    return METRICS + extra
 
 
 def _layer_key(layer) -> Tuple[int, Union[int, str]]:
