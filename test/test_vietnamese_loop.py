@@ -190,3 +190,52 @@ def test_kmeans_features_from_a_finetuned_asr_checkpoint(tmp_path):
         with torch.no_grad():
             (want,), lens = by_hand.extract_features(x, torch.tensor([240]), layers=[layer])
         torch.testing.assert_close(feats, want[0, : int(lens[0])])
+
+
+def _iterate(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "egs" / "vietnamese" / "SSL" / "iterate.sh"
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(["bash", str(script), "--dry-run", "true", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_iterate_chains_one_iteration_to_the_next(tmp_path):
+    """iterate.sh --dry-run: which checkpoints and label directories each step reads/writes."""
+    r = _iterate(tmp_path, "--iter", "0", "--ft-epochs", "30", "--pseudo-label", "true")
+    assert r.returncode == 0, r.stderr
+    cmds = [line[2:] for line in r.stdout.splitlines() if line.startswith("+ ")]
+    assert len(cmds) == 3  # scratch ASR, decode, pseudo-labels
+    assert cmds[0].startswith("./zipformer/finetune.py --init-ckpt none --base-lr 0.045 "
+                              "--train-split train-50h --lang-dir data/lang_bpe_2000 "
+                              "--exp-dir zipformer/exp-ft-iter0 --num-epochs 30")
+    assert "--exp-dir zipformer/exp-ft-iter0 --lang-dir data/lang_bpe_2000 --epoch 30" in cmds[1]
+    assert cmds[2].endswith("--merge-with train-50h --out data/fbank/vietnamese_cuts_train-50h-pl0.jsonl.gz")
+
+    r = _iterate(tmp_path, "--iter", "2", "--ft-epochs", "30", "--pt-epochs", "10",
+                 "--use-pseudo-labels", "true", "--layer", "8")
+    assert r.returncode == 0, r.stderr
+    cmds = [line[2:] for line in r.stdout.splitlines() if line.startswith("+ ")]
+    assert len(cmds) == 4  # k-means labels, pretrain, fine-tune, decode
+    assert "-m icefall.ssl.labels --manifest-dir data/fbank --out-dir data/kmeans-asr1-500 " \
+           "--prefix vietnamese --features layer --checkpoint zipformer/exp-ft-iter1/epoch-30.pt " \
+           "--layer 8" in cmds[0]
+    assert f"--max-fit-frames {2000 * 3600 * 50}" in cmds[0]
+    assert cmds[1].startswith("./zipformer/pretrain.py --manifest-dir data/kmeans-asr1-500 "
+                              "--num-classes 500 --label-rate 50 --exp-dir zipformer/exp-pretrain-iter2 "
+                              "--num-epochs 10")
+    assert cmds[2].startswith("./zipformer/finetune.py --init-ckpt zipformer/exp-pretrain-iter2/epoch-10.pt "
+                              "--train-split train-50h-pl1 ")
+    assert "--exp-dir zipformer/exp-ft-iter2" in cmds[2] and "--exp-dir zipformer/exp-ft-iter2" in cmds[3]
+
+    # finished steps are skipped
+    (tmp_path / "data" / "kmeans-asr1-500").mkdir(parents=True)
+    (tmp_path / "data" / "kmeans-asr1-500" / ".done").touch()
+    r = _iterate(tmp_path, "--iter", "2", "--ft-epochs", "30", "--pt-epochs", "10")
+    assert "icefall.ssl.labels" not in r.stdout and r.stdout.count("done before") == 1
+
+    assert _iterate(tmp_path).returncode == 1  # --iter is required

@@ -143,8 +143,10 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("pseudo-labels")
     g.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
     g.add_argument("--cuts-prefix", default="vietnamese")
-    g.add_argument("--split", required=True, help="label <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz")
+    g.add_argument("--split", default=None, help="label <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz (required)")
     g.add_argument("--out", type=Path, required=True, help="the kept cuts (.jsonl.gz)")
+    g.add_argument("--merge-with", default=None,
+                   help="a labeled split written to --out first; kept cuts with the same ids are left out")
     g.add_argument("--threshold", type=float, default=0.9, help="keep utterances whose confidence is at least this")
     g.add_argument("--reduce", choices=REDUCTIONS, default="mean", help="token confidences -> utterance confidence")
     g.add_argument("--min-tokens", type=int, default=1)
@@ -152,29 +154,40 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+def main(args: Optional[argparse.Namespace] = None) -> Dict[str, float]:
     from lhotse import CutSet, load_manifest_lazy
 
     from icefall.asr.decode import input_type, load_model
     from icefall.data.tokenizer import load_tokenizer
     from icefall.utils import atomic_write_path
 
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = args if args is not None else parser.parse_args()
+    if args.split is None:
+        parser.error("--split is required")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model, params = load_model(args, device)
     tokenizer = load_tokenizer(args.lang_dir)
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(f"{args.lang_dir} has {tokenizer.vocab_size} tokens, the model {model.vocab_size}")
-    src = args.manifest_dir / f"{args.cuts_prefix}_cuts_{args.split}.jsonl.gz"
-    kept, stats = pseudo_label_cuts(model, load_manifest_lazy(src), tokenizer, input_type(params),
-                                    args.threshold, args.reduce, args.min_tokens, args.max_frames, device)
+    cuts_path = lambda split: args.manifest_dir / f"{args.cuts_prefix}_cuts_{split}.jsonl.gz"  # noqa: E731
+    src = cuts_path(args.split)
+    kept, stats = pseudo_label_cuts(
+        model, load_manifest_lazy(src), tokenizer, input_type(params), args.threshold,
+        args.reduce, args.min_tokens, args.max_frames, device)
+    out = []
+    if args.merge_with:
+        out = list(load_manifest_lazy(cuts_path(args.merge_with)))
+        labeled = {c.id for c in out}
+        kept = [c for c in kept if c.id not in labeled]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_write_path(args.out)
-    CutSet.from_cuts(kept).to_file(tmp)
+    CutSet.from_cuts(out + kept).to_file(tmp)
     tmp.replace(args.out)
     logging.info(f"{src}: kept {stats['kept']} of {stats['cuts']} cuts (threshold {args.threshold}, "
-                 f"{args.reduce}; mean confidence {stats['mean_confidence']:.3f}) -> {args.out}")
+                 f"{args.reduce}; mean confidence {stats['mean_confidence']:.3f}); wrote "
+                 f"{len(out)} labeled + {len(kept)} pseudo-labeled cuts to {args.out}")
     return stats
 
 
