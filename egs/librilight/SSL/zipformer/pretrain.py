@@ -29,7 +29,7 @@ if __name__ == "__main__":
         mask_length=10,
         logit_temp=0.1,
         exp_dir="zipformer/exp-pretrain",
-        num_epochs=24,
+        num_epochs=25,  # ~250k steps on 32 GPUs (docs/librilight.md)
         max_duration=650.0,
         max_sample_duration=15.625,  # fairseq's max_sample_size 250000 samples
         sampler_buffer_size=20000,  # segments of one file are adjacent in the manifest
