@@ -164,6 +164,43 @@ def test_shar_covers_every_segment_once(recipe):
 
 
 @pytest.mark.slow
+def test_pretraining_batches_from_the_manifest_and_the_shards(recipe, monkeypatch):
+    """The training manifest and the Shar shards feed the SSL dataset: every segment arrives
+    once, with one label per 10 ms frame, and a tiny model gives a finite loss."""
+    import math
+
+    import torch
+    from lhotse import CutSet
+
+    from icefall.data.datamodule import DataModule
+    from icefall.ssl.pretrain import build_model, compute_loss, get_parser
+    from icefall.utils import AttributeDict
+
+    root, _ = recipe
+    km = root / "data" / f"kmeans-mfcc-{K}"
+    monkeypatch.chdir(root)  # feature paths are relative to the recipe directory
+    args = get_parser(
+        encoder="zipformer-tiny", frontend="fbank", encoder_overrides="frontend_layer3_channels=32",
+        cuts_prefix="librilight", manifest_dir=str(km), num_classes=K, label_rate=100.0,
+        max_duration=60.0, num_workers=0, shuffle=False).parse_args([])
+    args.input_type = "fbank"
+    data = DataModule(args)
+    model = build_model(AttributeDict(vars(args)))
+    ref = {c["id"]: len(_labels(c)) for c in _cuts(km / "librilight_cuts_train.jsonl.gz")}
+    for cuts in (data.load_cuts("train"), CutSet.from_shar(in_dir=km / "shar" / "small")):
+        seen = []
+        for batch in data.valid_dataloader(cuts, data.ssl_dataset(train=False)):
+            seen += batch["cut_ids"]
+            for i, cid in enumerate(batch["cut_ids"]):
+                n = int((batch["labels"][i] >= 0).sum())
+                assert abs(n - ref[cid]) <= 2, (cid, n, ref[cid])
+            torch.manual_seed(0)
+            loss, _ = compute_loss(model, batch, False)
+            assert math.isfinite(loss.item())
+        assert sorted(seen) == sorted(ref)
+
+
+@pytest.mark.slow
 def test_second_run_skips_finished_stages(recipe):
     root, _ = recipe
     before = _digest(root / "data")

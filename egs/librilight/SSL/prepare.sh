@@ -64,7 +64,7 @@ while [ $# -gt 0 ]; do
     --label-ckpt) label_ckpt=$2; shift 2 ;;
     --label-layer) label_layer=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
