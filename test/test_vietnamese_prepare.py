@@ -135,3 +135,54 @@ def test_missing_gigaspeech2_fails_with_instructions(tmp_path):
     assert r.returncode == 1
     assert "huggingface-cli download speechcolab/gigaspeech2" in r.stdout
     assert "--include 'data/vi/*'" in r.stdout
+
+
+@pytest.mark.slow
+def test_two_iterations_of_the_loop_run_on_the_fixture(recipe):
+    """iterate.sh --iter 0 (scratch ASR, decode, pseudo-labels) and --iter 1 (k-means on the
+    iteration-0 encoder, pretrain, fine-tune on labeled + pseudo-labeled cuts, decode), with a
+    tiny encoder and two epochs each: the wiring, not the accuracy."""
+    root, _, texts, _ = recipe
+    scripts = ROOT / "egs" / "vietnamese" / "SSL"
+    (root / "zipformer").mkdir(exist_ok=True)
+    for f in (scripts / "zipformer").glob("*.py"):
+        link = root / "zipformer" / f.name
+        if not link.exists():
+            link.symlink_to(f)
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    tiny = ("--encoder zipformer-tiny --encoder-overrides frontend_layer3_channels=32 "
+            "--max-duration 20 --num-workers 0 --valid-interval 1000 --save-every-n 1000")
+    heads = "--decoder-dim 64 --joiner-dim 64 --max-duration 20 --num-workers 0"
+    common = ["--labeled-hours", str(HOURS), "--bpe-vocab-size", str(BPE), "--ft-epochs", "2",
+              "--pt-epochs", "2", "--avg", "1", "--device", "cpu", "--num-clusters", "5",
+              "--layer", "4", "--kmeans-fit-hours", "1",
+              "--decode-args", "--max-duration 50 --num-workers 0 --decoding-method ctc-greedy-search"]
+    for args in (["--iter", "0", "--pseudo-label", "true", "--pl-threshold", "0",
+                  "--finetune-args", f"{tiny} --decoder-dim 64 --joiner-dim 64"],
+                 ["--iter", "1", "--use-pseudo-labels", "true", "--pretrain-args", tiny,
+                  "--finetune-args", heads]):
+        r = subprocess.run(["bash", str(scripts / "iterate.sh"), *common, *args], cwd=root,
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    z = root / "zipformer"
+    for d in ("exp-ft-iter0", "exp-pretrain-iter1", "exp-ft-iter1"):
+        assert (z / d / "epoch-2.pt").is_file(), d
+    # threshold 0: every non-empty hypothesis is kept; the labeled cuts come first, unchanged
+    labeled = _jsonl(root / "data" / "fbank" / f"vietnamese_cuts_train-{HOURS:g}h.jsonl.gz")
+    pl = _jsonl(root / "data" / "fbank" / f"vietnamese_cuts_train-{HOURS:g}h-pl0.jsonl.gz")
+    n_lab = len(labeled)
+    assert [c["id"] for c in pl[:n_lab]] == [c["id"] for c in labeled]
+    assert [c["supervisions"][0]["text"] for c in pl[:n_lab]] == [texts["gs"][c["id"]] for c in labeled]
+    extra = pl[n_lab:]
+    assert {c["id"] for c in extra} <= set(texts["gs"]) - {c["id"] for c in labeled}
+    assert all(0 < c["supervisions"][0]["custom"]["confidence"] <= 1 for c in extra)
+    # k-means labels at 50 Hz from the iteration-0 ASR encoder, 5 clusters
+    km = _jsonl(root / "data" / "kmeans-asr0-5" / "vietnamese_cuts_gigaspeech2-train.jsonl.gz")
+    assert len(km) == GS2["train"]
+    for c in km:
+        labels = [int(x) for x in c["custom"]["kmeans"].split()]
+        assert abs(len(labels) - 50 * c["duration"]) <= 5 and 0 <= min(labels) and max(labels) < 5
+    for split in ("gigaspeech2-test", "commonvoice-test", "fleurs-test"):
+        assert list((z / "exp-ft-iter1" / "ctc-greedy-search").glob(f"wer-summary-{split}-*.txt")), split
