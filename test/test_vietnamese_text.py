@@ -82,3 +82,36 @@ def test_readers_on_hand_written_tsv(tmp_path):
     assert (u.id, u.text, u.gender, u.audio.name) == ("9", "xin chào", "MALE", "9.wav")
     with pytest.raises(FileNotFoundError, match="dev.tsv"):
         vi.read_fleurs(fl, "dev")
+
+
+def test_write_manifests_counts_and_parallel_reading(tmp_path):
+    import gzip
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    utts = []
+    for k, (text, sr) in enumerate([("Một, hai!", 16000), ("北京", 16000), ("Ba bốn.", 8000),
+                                    ("năm", 16000), ("sáu bảy", 16000)]):
+        path = tmp_path / "audio" / f"u{k}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(str(path), np.zeros(sr // 2 + 100 * k, dtype=np.float32), sr)
+        utts.append(vi.Utt(f"u{k}", path, text, speaker=f"s{k % 2}"))
+    utts.append(vi.Utt("gone", None, "không có"))
+    stats = vi.write_manifests(utts, tmp_path / "m1", "x", num_jobs=1)
+    assert stats == {"utterances": 4, "no_audio": 1, "empty_text": 1}
+    assert vi.write_manifests(utts, tmp_path / "m2", "x", num_jobs=2) == stats
+    for kind in ("recordings", "supervisions"):
+        a = (tmp_path / "m1" / f"vietnamese_{kind}_x.jsonl.gz").read_bytes()
+        assert a == (tmp_path / "m2" / f"vietnamese_{kind}_x.jsonl.gz").read_bytes()
+    with gzip.open(tmp_path / "m1" / "vietnamese_supervisions_x.jsonl.gz", "rt") as f:
+        sups = [json.loads(line) for line in f]
+    with gzip.open(tmp_path / "m1" / "vietnamese_recordings_x.jsonl.gz", "rt") as f:
+        recs = {r["id"]: r for r in (json.loads(line) for line in f)}
+    assert [(s["id"], s["text"]) for s in sups] == [("u0", "một hai"), ("u2", "ba bốn"),
+                                                   ("u3", "năm"), ("u4", "sáu bảy")]
+    assert recs["u2"]["sampling_rate"] == 16000 and recs["u2"]["num_samples"] == 2 * (4000 + 200)
+    assert all(abs(s["duration"] - recs[s["id"]]["duration"]) < 1e-9 for s in sups)
+    # the unlabeled pool keeps the empty one
+    assert vi.write_manifests(utts, tmp_path / "m3", "x", keep_empty=True)["utterances"] == 5

@@ -169,19 +169,31 @@ def _write_jsonl_gz(items: Iterable[dict], path: Path) -> None:
     write(items, Path(path))
 
 
+def _recording(args: Tuple[Path, str]):
+    """A 16 kHz lhotse Recording of one file (resampled on loading if it is not 16 kHz)."""
+    from lhotse import Recording
+
+    rec = Recording.from_file(args[0], recording_id=args[1])
+    return rec if rec.sampling_rate == SAMPLE_RATE else rec.resample(SAMPLE_RATE)
+
+
 def write_manifests(utts: Sequence[Utt], manifest_dir: Path, split: str, lang: str = "vi",
-                    keep_empty: bool = False, with_recordings: bool = True) -> Dict[str, int]:
+                    keep_empty: bool = False, with_recordings: bool = True,
+                    num_jobs: int = 1) -> Dict[str, int]:
     """Recordings (read from the audio headers) and normalised supervisions of ``utts``.
 
     Utterances without audio are skipped, and those whose normalised text is empty unless
     ``keep_empty`` (the unlabeled pool keeps them). ``with_recordings`` False writes only the
     supervisions (the refined transcripts of audio that another split already lists).
-    Returns counts {"utterances", "no_audio", "empty_text"}.
+    ``num_jobs`` processes read the audio headers. Returns counts {"utterances", "no_audio",
+    "empty_text"}.
     """
-    from lhotse import Recording, SupervisionSegment
+    from concurrent.futures import ProcessPoolExecutor
 
-    recs, sups = [], []
+    from lhotse import SupervisionSegment
+
     stats = {"utterances": 0, "no_audio": 0, "empty_text": 0}
+    todo = []
     for u in utts:
         if u.audio is None:
             stats["no_audio"] += 1
@@ -190,15 +202,21 @@ def write_manifests(utts: Sequence[Utt], manifest_dir: Path, split: str, lang: s
         if not text and not keep_empty:
             stats["empty_text"] += 1
             continue
-        rec = Recording.from_file(u.audio, recording_id=u.id)
-        if rec.sampling_rate != SAMPLE_RATE:
-            rec = rec.resample(SAMPLE_RATE)
-        custom = {"raw_text": u.text}
+        todo.append((u, text))
+    jobs = [(u.audio, u.id) for u, _ in todo]
+    if num_jobs > 1 and len(jobs) > num_jobs:
+        with ProcessPoolExecutor(num_jobs) as ex:
+            rec_objs = list(ex.map(_recording, jobs, chunksize=max(1, min(256, len(jobs) // num_jobs))))
+    else:
+        rec_objs = [_recording(j) for j in jobs]
+    recs, sups = [], []
+    for (u, text), rec in zip(todo, rec_objs):
         sups.append(SupervisionSegment(
             id=u.id, recording_id=u.id, start=0.0, duration=rec.duration, channel=0,
-            text=text, language=lang, speaker=u.speaker, gender=u.gender, custom=custom).to_dict())
+            text=text, language=lang, speaker=u.speaker, gender=u.gender,
+            custom={"raw_text": u.text}).to_dict())
         recs.append(rec.to_dict())
-        stats["utterances"] += 1
+    stats["utterances"] = len(recs)
     Path(manifest_dir).mkdir(parents=True, exist_ok=True)
     if with_recordings:
         _write_jsonl_gz(recs, manifest_path(manifest_dir, "recordings", split))
@@ -209,24 +227,28 @@ def write_manifests(utts: Sequence[Utt], manifest_dir: Path, split: str, lang: s
     return stats
 
 
-def prepare_gigaspeech2(lang_dir: Path, manifest_dir: Path) -> Dict[str, Dict[str, int]]:
+def prepare_gigaspeech2(lang_dir: Path, manifest_dir: Path, num_jobs: int = 1
+                        ) -> Dict[str, Dict[str, int]]:
     """gigaspeech2-{train,dev,test} manifests and the refined training supervisions."""
-    out = {"gigaspeech2-train": write_manifests(read_gigaspeech2(lang_dir, "train_raw"),
-                                                manifest_dir, "gigaspeech2-train", keep_empty=True)}
+    out = {"gigaspeech2-train": write_manifests(
+        read_gigaspeech2(lang_dir, "train_raw"), manifest_dir, "gigaspeech2-train",
+        keep_empty=True, num_jobs=num_jobs)}
     for part in ("dev", "test"):
-        out[f"gigaspeech2-{part}"] = write_manifests(read_gigaspeech2(lang_dir, part),
-                                                     manifest_dir, f"gigaspeech2-{part}")
+        out[f"gigaspeech2-{part}"] = write_manifests(
+            read_gigaspeech2(lang_dir, part), manifest_dir, f"gigaspeech2-{part}", num_jobs=num_jobs)
     out["gigaspeech2-train-refined"] = write_manifests(
         read_gigaspeech2(lang_dir, "train_refined"), manifest_dir, "gigaspeech2-train-refined",
-        with_recordings=False)
+        with_recordings=False, num_jobs=num_jobs)
     return out
 
 
 def prepare_test_sets(name: str, lang_dir: Path, manifest_dir: Path,
-                      parts: Sequence[str] = ("dev", "test")) -> Dict[str, Dict[str, int]]:
+                      parts: Sequence[str] = ("dev", "test"), num_jobs: int = 1
+                      ) -> Dict[str, Dict[str, int]]:
     """Common Voice (``name`` "commonvoice") or FLEURS ("fleurs") evaluation splits."""
     reader = {"commonvoice": read_commonvoice, "fleurs": read_fleurs}[name]
-    return {f"{name}-{p}": write_manifests(reader(lang_dir, p), manifest_dir, f"{name}-{p}")
+    return {f"{name}-{p}": write_manifests(reader(lang_dir, p), manifest_dir, f"{name}-{p}",
+                                           num_jobs=num_jobs)
             for p in parts}
 
 
@@ -435,6 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     m.add_argument("--gigaspeech2", type=Path, help="GigaSpeech 2 data/vi directory")
     m.add_argument("--commonvoice", type=Path, help="Common Voice cv-corpus-*/vi directory")
     m.add_argument("--fleurs", type=Path, help="FLEURS data/vi_vn directory")
+    m.add_argument("--num-jobs", type=int, default=1, help="processes reading audio headers")
     s = sub.add_parser("labeled", help="the train-<H>h fine-tuning subset (after fbank)")
     s.add_argument("--fbank-dir", type=Path, default=Path("data/fbank"))
     s.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
@@ -444,11 +467,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     if args.command == "manifests":
         if args.gigaspeech2:
-            prepare_gigaspeech2(args.gigaspeech2, args.manifest_dir)
+            prepare_gigaspeech2(args.gigaspeech2, args.manifest_dir, args.num_jobs)
         if args.commonvoice:
-            prepare_test_sets("commonvoice", args.commonvoice, args.manifest_dir)
+            prepare_test_sets("commonvoice", args.commonvoice, args.manifest_dir, num_jobs=args.num_jobs)
         if args.fleurs:
-            prepare_test_sets("fleurs", args.fleurs, args.manifest_dir)
+            prepare_test_sets("fleurs", args.fleurs, args.manifest_dir, num_jobs=args.num_jobs)
     else:
         make_labeled_subset(args.fbank_dir, args.manifest_dir, args.hours, args.seed)
 

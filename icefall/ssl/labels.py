@@ -1,7 +1,7 @@
 """K-means labels for HuBERT-style pretraining: fit on one split, label every split.
 
 Iteration 1 clusters MFCC-39 (or fbank) frames at 100 Hz; iteration n clusters the output of one
-layer of a pretrained model (50 Hz). The labelled cuts go to a new manifest directory, so that
+layer of a pretrained model (50 Hz), or of a fine-tuned ASR model's encoder (VietASR). The labelled cuts go to a new manifest directory, so that
 each iteration keeps its own labels::
 
     python -m icefall.ssl.labels --manifest-dir data/fbank --out-dir data/kmeans-mfcc-100 \\

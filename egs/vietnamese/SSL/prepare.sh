@@ -133,7 +133,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     todo="$todo $corpus"; args="$args --$corpus $dir"
   done
   if [ -n "$todo" ]; then
-    $PY -m icefall.data.vietnamese manifests --manifest-dir $manifests $args
+    $PY -m icefall.data.vietnamese manifests --manifest-dir $manifests --num-jobs $num_jobs $args
     for corpus in $todo; do touch $manifests/.$corpus.done; done
   fi
 fi
