@@ -1,6 +1,11 @@
 """Pieces of VietASR's iterative loop: pseudo-label confidence filtering (icefall.asr.pseudo_label)
 on constructed posteriors and with a tiny model, and k-means features taken from a fine-tuned
 ASR checkpoint (icefall.ssl.labels)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -193,11 +198,6 @@ def test_kmeans_features_from_a_finetuned_asr_checkpoint(tmp_path):
 
 
 def _iterate(tmp_path, *args):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "egs" / "vietnamese" / "SSL" / "iterate.sh"
     env = dict(os.environ, PYTHON=sys.executable)
     return subprocess.run(["bash", str(script), "--dry-run", "true", *args], cwd=tmp_path,

@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
     --finetune-args) finetune_args=$2; shift 2 ;;
     --decode-args) decode_args=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done

@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --labeled-hours) labeled_hours=$2; shift 2 ;;
     --bpe-vocab-size) bpe_vocab_size=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
