@@ -17,7 +17,8 @@ from icefall.data import librilight as ll
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "librilight" / "SSL"
-FILES, SPEAKERS, SENTENCES = 5, 3, 14  # 5 files of ~40 s
+FILES = {"small": 5, "medium": 2}  # files of ~40 s
+SPEAKERS, SENTENCES = 3, 14
 W, MIN, PIECE, SHARD, K, DEV = 10.0, 3.0, 6, 3, 10, 1
 SR = 16000
 
@@ -26,7 +27,7 @@ def _run(cwd, *args, env=None):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", **(env or {}),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
-        ["bash", str(RECIPE / "prepare.sh"), "--subsets", "small", "--num-jobs", "2",
+        ["bash", str(RECIPE / "prepare.sh"), "--subsets", " ".join(FILES), "--num-jobs", "2",
          "--segment-seconds", str(W), "--min-segment-seconds", str(MIN),
          "--cuts-per-piece", str(PIECE), "--shard-size", str(SHARD), "--dev-files", str(DEV),
          "--num-clusters", str(K), "--frontend", "fbank", *args],
@@ -56,9 +57,10 @@ def _expected_windows(num_samples: int) -> list:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    """A Libri-Light fixture in <dir>/download/LibriLight/small and prepare.sh stages 0-6."""
+    """A Libri-Light fixture in <dir>/download/LibriLight/{small,medium} and prepare.sh
+    stages 0-6."""
     root = tmp_path_factory.mktemp("librilight")
-    ll.write_librilight_tree(root / "download", {"small": FILES}, num_speakers=SPEAKERS,
+    ll.write_librilight_tree(root / "download", FILES, num_speakers=SPEAKERS,
                              sentences_per_file=SENTENCES, seed=0)
     r = _run(root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -79,21 +81,27 @@ def test_manifests_and_segments(recipe, files):
     root, out = recipe
     for stage in range(7):
         assert f"Stage {stage}:" in out
-    assert len(files) == FILES
-    recs = _cuts(root / "data" / "manifests" / "librilight_recordings_small.jsonl.gz")
-    assert {r["id"]: r["num_samples"] for r in recs} == files
-    # one supervision per voice-activity interval of the JSON files
-    corpus = root / "download" / "LibriLight"
-    vad = sum(len(json.loads(p.read_text())["voice_activity"]) for p in corpus.rglob("*.json"))
-    assert vad == SENTENCES * FILES
-    assert len(_cuts(root / "data" / "manifests" / "librilight_supervisions_small.jsonl.gz")) == vad
-
+    assert len(files) == sum(FILES.values())
+    man, corpus = root / "data" / "manifests", root / "download" / "LibriLight"
     seg = root / "data" / "segments"
-    pieces = ll.piece_paths(seg, "small")
-    train = [c for p in pieces for c in _cuts(p)]
+    train = []
+    for subset, n in FILES.items():
+        recs = _cuts(man / f"librilight_recordings_{subset}.jsonl.gz")
+        assert len(recs) == n and all(r["id"].startswith(f"{subset}/") for r in recs)
+        assert {r["id"]: r["num_samples"] for r in recs} == {
+            k: v for k, v in files.items() if k.startswith(f"{subset}/")}
+        # one supervision per voice-activity interval of the JSON files
+        vad = [len(json.loads(p.read_text())["voice_activity"])
+               for p in (corpus / subset).rglob("*.json")]
+        assert sum(vad) == SENTENCES * n
+        assert len(_cuts(man / f"librilight_supervisions_{subset}.jsonl.gz")) == sum(vad)
+        pieces = ll.piece_paths(seg, subset)
+        cuts = [c for p in pieces for c in _cuts(p)]
+        assert [len(_cuts(p)) for p in pieces] == [PIECE] * (len(cuts) // PIECE) + (
+            [len(cuts) % PIECE] if len(cuts) % PIECE else [])
+        assert all(c["recording"]["id"].startswith(f"{subset}/") for c in cuts)
+        train += cuts
     dev = _cuts(seg / "librilight_cuts_dev.jsonl.gz")
-    sizes = [len(_cuts(p)) for p in pieces]
-    assert sizes == [PIECE] * (len(train) // PIECE) + ([len(train) % PIECE] if len(train) % PIECE else [])
     by_rec = {}
     for c in train + dev:
         by_rec.setdefault(c["recording"]["id"], []).append(
@@ -101,9 +109,10 @@ def test_manifests_and_segments(recipe, files):
     assert set(by_rec) == set(files)
     for rec_id, n in files.items():
         assert by_rec[rec_id] == _expected_windows(n), rec_id
-    # dev: DEV whole files, none of them in training
+    # dev: DEV whole files of the first subset, none of them in training
     dev_recs = {c["recording"]["id"] for c in dev}
     assert len(dev_recs) == DEV and not dev_recs & {c["recording"]["id"] for c in train}
+    assert all(r.startswith("small/") for r in dev_recs)
     ids = [c["id"] for c in train + dev]
     assert len(ids) == len(set(ids)) and not any("/" in i for i in ids)
     assert all(c["supervisions"] == [] for c in train)
@@ -121,7 +130,7 @@ def test_fbank_and_labels_for_every_segment(recipe):
     root, out = recipe
     seg, fbank = root / "data" / "segments", root / "data" / "fbank"
     km = root / "data" / f"kmeans-mfcc-{K}"
-    names = [ll.split_name(p) for p in ll.piece_paths(seg, "small")] + ["dev"]
+    names = [ll.split_name(p) for s in FILES for p in ll.piece_paths(seg, s)] + ["dev"]
     seen = set()
     for name in names:
         src = _cuts(ll.cuts_path(seg, name))
@@ -136,7 +145,7 @@ def test_fbank_and_labels_for_every_segment(recipe):
             assert min(lab) >= 0 and max(lab) < K
             seen |= set(lab)
     assert len(seen) == K
-    # stage 5 ran as 2 jobs: each labelled its own share of the 4 manifests
+    # stage 5 ran as 2 jobs per subset, each labelling its share of the manifests, once
     assert out.count("Labelled") == len(names) + 1  # + the fit sample in stage 4
 
 
@@ -146,21 +155,21 @@ def test_shar_covers_every_segment_once(recipe):
 
     root, _ = recipe
     km = root / "data" / f"kmeans-mfcc-{K}"
-    pieces = ll.piece_paths(km, "small")
-    ref = {c["id"]: c for p in pieces for c in _cuts(p)}
-    shar = CutSet.from_shar(in_dir=km / "shar" / "small")
-    ids = []
-    for cut in shar:
-        ids.append(cut.id)
-        feats = cut.load_features()
-        assert feats.shape == (ref[cut.id]["features"]["num_frames"], 80)
-        assert cut.custom["kmeans"] == ref[cut.id]["custom"]["kmeans"]
-    assert sorted(ids) == sorted(ref) and len(ids) == len(set(ids))
-    n_shards = len(list((km / "shar" / "small").glob("cuts.*.jsonl.gz")))
-    assert n_shards == sum(-(-len(_cuts(p)) // SHARD) for p in pieces)
-    # the lazy training manifest: the labelled pieces one after another
+    for subset in FILES:
+        pieces = ll.piece_paths(km, subset)
+        ref = {c["id"]: c for p in pieces for c in _cuts(p)}
+        ids = []
+        for cut in CutSet.from_shar(in_dir=km / "shar" / subset):
+            ids.append(cut.id)
+            feats = cut.load_features()
+            assert feats.shape == (ref[cut.id]["features"]["num_frames"], 80)
+            assert cut.custom["kmeans"] == ref[cut.id]["custom"]["kmeans"]
+        assert sorted(ids) == sorted(ref) and len(ids) == len(set(ids))
+        n_shards = len(list((km / "shar" / subset).glob("cuts.*.jsonl.gz")))
+        assert n_shards == sum(-(-len(_cuts(p)) // SHARD) for p in pieces)
+    # the lazy training manifest: the labelled pieces of both subsets one after another
     train = [c["id"] for c in _cuts(km / "librilight_cuts_train.jsonl.gz")]
-    assert train == [c["id"] for p in pieces for c in _cuts(p)]
+    assert train == [c["id"] for s in FILES for p in ll.piece_paths(km, s) for c in _cuts(p)]
 
 
 @pytest.mark.slow
@@ -187,7 +196,9 @@ def test_pretraining_batches_from_the_manifest_and_the_shards(recipe, monkeypatc
     data = DataModule(args)
     model = build_model(AttributeDict(vars(args)))
     ref = {c["id"]: len(_labels(c)) for c in _cuts(km / "librilight_cuts_train.jsonl.gz")}
-    for cuts in (data.load_cuts("train"), CutSet.from_shar(in_dir=km / "shar" / "small")):
+    shar = CutSet.from_shar(fields={"cuts": sorted((km / "shar").glob("*/cuts.*.jsonl.gz")),
+                                    "features": sorted((km / "shar").glob("*/features.*.tar"))})
+    for cuts in (data.load_cuts("train"), shar):
         seen = []
         for batch in data.valid_dataloader(cuts, data.ssl_dataset(train=False)):
             seen += batch["cut_ids"]
@@ -206,7 +217,8 @@ def test_second_run_skips_finished_stages(recipe):
     before = _digest(root / "data")
     r = _run(root)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("done before") == 7  # stages 1, 2, 3, 4, 5, 6 (Shar, train)
+    # per subset: stages 1, 2, 3, 5, 6 (Shar); once: 4 and the training manifest
+    assert r.stdout.count("done before") == 5 * len(FILES) + 2
     assert "Labelled" not in r.stderr and "wrote" not in r.stderr
     assert _digest(root / "data") == before
 
@@ -214,7 +226,7 @@ def test_second_run_skips_finished_stages(recipe):
 @pytest.mark.slow
 def test_download_offline_fails_with_instructions(tmp_path):
     proxy = "http://127.0.0.1:9"  # unreachable: fails at once, as without internet
-    r = _run(tmp_path, "--stop-stage", "0", env={"http_proxy": proxy, "https_proxy": proxy,
+    r = _run(tmp_path, "--subsets", "small", "--stop-stage", "0", env={"http_proxy": proxy, "https_proxy": proxy,
                                                  "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy})
     assert r.returncode != 0
     assert "dl.fbaipublicfiles.com/librilight/data/small.tar" in r.stdout

@@ -227,6 +227,9 @@ def write_segments(manifest_dir: Path, subset: str, out_dir: Path, seconds: floa
     out_dir = Path(out_dir)
     recs = sorted(load_manifest(Path(manifest_dir) / f"{PREFIX}_recordings_{subset}.jsonl.gz"),
                   key=lambda r: r.id)
+    if dev_files >= len(recs):
+        raise ValueError(f"{subset}: --dev-files {dev_files} leaves none of its {len(recs)} "
+                         f"recordings for training")
     random.Random(seed).shuffle(recs)
     dev, train = recs[:dev_files], recs[dev_files:]
     counts = {"recordings": len(recs), "segments": 0, "pieces": 0, "dev_segments": 0}
@@ -284,13 +287,21 @@ def compute_fbank_piece(piece: Path, out_dir: Path) -> Path:
     return out
 
 
-def write_fit_sample(pieces: Sequence[Path], out: Path, hours: float, seed: int = 42) -> int:
-    """A seeded random sample of segments from ``pieces`` holding at least ``hours`` of audio
-    (all if they hold less), to fit k-means on (``icefall.data.librispeech.select_hours``).
-    Returns the number of cuts written."""
+def write_fit_sample(pieces: Sequence[Path], out: Path, hours: float, seed: int = 42,
+                     pool_factor: float = 10.0) -> int:
+    """A seeded random sample of segments holding at least ``hours`` of audio (all if there is
+    less), to fit k-means on (``icefall.data.librispeech.select_hours``). It is drawn from the
+    first pieces holding ``pool_factor`` times that much (pieces already list files in a
+    random order), so memory stays bounded on the large subset. Returns the cut count."""
     from icefall.data.librispeech import read_lines, select_hours, write_lines
 
-    lines = [line for p in pieces for line in read_lines(p)]
+    lines, pool = [], 0.0
+    for p in pieces:
+        if pool >= pool_factor * hours * 3600:
+            break
+        for line in read_lines(p):
+            lines.append(line)
+            pool += json.loads(line)["duration"]
     sample = select_hours(lines, hours * 3600, seed)
     write_lines(sample, out)
     return len(sample)

@@ -170,24 +170,24 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   done
 fi
 
-# The pieces of the present subsets (and dev) in directory $1.
-all_pieces() {
-  local s
-  for s in $(present_subsets); do ls $1/librilight_cuts_$s.[0-9]*.jsonl.gz; done
-  [ -f $1/librilight_cuts_dev.jsonl.gz ] && echo $1/librilight_cuts_dev.jsonl.gz || true
+first=$(present_subsets | awk '{print $1}')
+
+# The pieces of subset $2 in directory $1, and dev with the first subset.
+pieces() {
+  ls $1/librilight_cuts_$2.[0-9]*.jsonl.gz
+  if [ $2 = $first ] && [ -f $1/librilight_cuts_dev.jsonl.gz ]; then
+    echo $1/librilight_cuts_dev.jsonl.gz
+  fi
 }
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && [ $frontend = fbank ]; then
   log "Stage 3: fbank ($num_jobs jobs)"
-  if [ -f data/fbank/.done ]; then
-    log "  done before (data/fbank/.done)"
-  else
-    all_pieces $segments | parallel $LL fbank --out-dir data/fbank
-    touch data/fbank/.done
-  fi
+  for s in $(present_subsets); do
+    if [ -f data/fbank/.$s.done ]; then log "  $s done before"; continue; fi
+    pieces $segments $s | parallel $LL fbank --out-dir data/fbank
+    touch data/fbank/.$s.done
+  done
 fi
-
-first=$(present_subsets | awk '{print $1}')
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: k-means fit ($num_clusters clusters, ${kmeans_fit_hours} h of $first) -> $kmeans"
@@ -205,15 +205,14 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: labels ($label_rate Hz) for every piece and dev, $num_jobs jobs -> $kmeans"
-  if [ -f $kmeans/.labels.done ]; then
-    log "  done before ($kmeans/.labels.done)"
-  else
+  for s in $(present_subsets); do
+    if [ -f $kmeans/.$s.labels.done ]; then log "  $s done before"; continue; fi
     # Each job labels its share of the pieces with the fitted model; a piece whose output
     # exists is skipped, so an interrupted stage resumes where it stopped.
-    all_pieces $src | split_names | parallel $PY -m icefall.ssl.labels --manifest-dir $src \
+    pieces $src $s | split_names | parallel $PY -m icefall.ssl.labels --manifest-dir $src \
       --out-dir $kmeans --prefix librilight $label_opts --kmeans-model $kmeans/kmeans.pt --splits
-    touch $kmeans/.labels.done
-  fi
+    touch $kmeans/.$s.labels.done
+  done
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -227,10 +226,13 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --fields $fields --cuts-per-piece $cuts_per_piece --shard-size $shard_size
     touch $kmeans/shar/.$s.done
   done
-  if [ -f $kmeans/librilight_cuts_train.jsonl.gz ]; then
+  # Rebuilt when the subsets change (e.g. medium added to small).
+  if [ -f $kmeans/librilight_cuts_train.jsonl.gz ] \
+      && [ "$(cat $kmeans/.train.subsets 2>/dev/null)" = "$(present_subsets)" ]; then
     log "  training manifest done before"
   else
     $LL concat --out $kmeans/librilight_cuts_train.jsonl.gz $train
+    present_subsets > $kmeans/.train.subsets
   fi
 fi
 
