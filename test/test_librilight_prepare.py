@@ -299,3 +299,38 @@ def test_slurm_launcher_runs_the_librilight_script(tmp_path):
     assert "--nnodes 3 --nproc-per-node 8" in r.stdout and "node1:29500" in r.stdout
     assert "./zipformer/pretrain.py --use-fp16 true --num-epochs 1" in r.stdout
     assert (RECIPE / "zipformer" / "pretrain.py").is_file()
+
+
+def test_write_segments_pieces_and_dev_without_audio(tmp_path):
+    """Counts by hand on recordings of known lengths (no audio is read)."""
+    from lhotse import RecordingSet
+
+    secs = [35.0, 31.5, 30.0, 5.0, 2.0, 12.0]  # 4 + 3 + 3 + 1 + 0 + 1 segments (W 10, MIN 3)
+    recs = RecordingSet.from_recordings(
+        _recording(int(x * SR), f"small/{i}/b/f") for i, x in enumerate(secs))
+    recs.to_file(tmp_path / "librilight_recordings_small.jsonl.gz")
+    counts = ll.write_segments(tmp_path, "small", tmp_path / "seg", 10.0, 3.0, cuts_per_piece=4,
+                               seed=1, dev_files=1)
+    dev = [c["id"] for c in _cuts(tmp_path / "seg" / "librilight_cuts_dev.jsonl.gz")]
+    total = 4 + 3 + 3 + 1 + 0 + 1
+    assert counts["segments"] + counts["dev_segments"] == total and counts["dev_segments"] == len(dev)
+    sizes = [len(_cuts(p)) for p in ll.piece_paths(tmp_path / "seg", "small")]
+    assert sum(sizes) == counts["segments"] and all(n == 4 for n in sizes[:-1]) and sizes[-1] <= 4
+    with pytest.raises(ValueError, match="leaves none"):
+        ll.write_segments(tmp_path, "small", tmp_path / "seg2", dev_files=6)
+
+
+def test_fit_sample_reaches_the_hours_from_the_first_pieces(tmp_path):
+    from icefall.data.librispeech import write_lines
+
+    pieces = []
+    for k in range(5):
+        p = ll.cuts_path(tmp_path, f"small.{k:06d}")
+        write_lines([json.dumps({"id": f"p{k}-{i}", "duration": 10.0}) for i in range(36)], p)
+        pieces.append(p)
+    out = tmp_path / "fit.jsonl.gz"
+    # 0.1 h = 36 cuts of 10 s; a pool of 2x that is the first 2 pieces
+    n = ll.write_fit_sample(pieces, out, hours=0.1, seed=3, pool_factor=2.0)
+    ids = [c["id"] for c in _cuts(out)]
+    assert n == len(ids) == 36 and len(set(ids)) == 36
+    assert {i.split("-")[0] for i in ids} == {"p0", "p1"}  # drawn from both, and only them

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
