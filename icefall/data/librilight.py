@@ -1,14 +1,15 @@
 """Libri-Light for SSL pretraining: long audiobook files cut into fixed-length segments, lazy
 manifest pieces, k-means labels applied piece by piece, and Lhotse Shar shards.
 
-``egs/librilight/SSL/prepare.sh`` drives it; every step works on one piece (a
-``jsonl.gz`` of ``--cuts-per-piece`` segments), so pieces run as parallel jobs (``xargs -P``
-here, an array job on a cluster) and a finished piece is never redone::
+``egs/librilight/SSL/prepare.sh`` drives it. Manifests and segments are made per subset;
+every later step works on one piece (a ``jsonl.gz`` of ``--cuts-per-piece`` segments), so
+pieces run as parallel jobs (``xargs -P`` there, array jobs on a cluster) and a finished piece
+is never redone::
 
     python -m icefall.data.librilight manifests --corpus-dir download/LibriLight --subset small
     python -m icefall.data.librilight segment --subset small --segment-seconds 15
     python -m icefall.data.librilight fbank data/segments/librilight_cuts_small.000000.jsonl.gz
-    python -m icefall.data.librilight fit-sample --hours 100 PIECE ...
+    python -m icefall.data.librilight fit-sample --out FILE --hours 100 PIECE ...
     python -m icefall.data.librilight shar --shar-dir DIR --fields recording=flac PIECE ...
     python -m icefall.data.librilight concat --out FILE PIECE ...
 
@@ -20,7 +21,8 @@ is ``<corpus>/<subset>/<speaker>/<book>/<file>.flac`` with a ``<file>.json`` nex
 Segmenting rule (:func:`segment_recording`): a recording of N samples becomes windows of
 ``W = round(seconds * sr)`` samples starting at 0, W, 2W, ...; the last, shorter window (the
 tail, N mod W samples) is kept if it is at least ``min_seconds`` long and dropped otherwise.
-So a file has ``N // W + (N mod W >= round(min_seconds * sr))`` segments. Segment ids are
+So a file has ``N // W`` segments, plus one if its tail is non-empty and at least
+``round(min_seconds * sr)`` samples. Segment ids are
 ``<recording id>_<k:04d>`` with ``/`` of the recording id replaced by ``_`` (Shar stores one
 tar member per id). Segments carry no supervisions (SSL needs none); the VAD supervisions stay
 in ``data/manifests``.
