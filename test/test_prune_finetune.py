@@ -47,7 +47,7 @@ def _params(tmp_path, **kw):
                       tau_end=0.01, threshold_init=1e-5, threshold_lr=1e-3, dense_ckpt=None,
                       sparsity_from=None, base_lr=0.045, lr_batches=1000, lr_epochs=20,
                       warmup_batches=10, exp_dir=tmp_path, num_epochs=2, accum_grad=1,
-                      log_interval=1, batch_idx_train=0)
+                      log_interval=1, batch_idx_train=0, controller="hold")
     p.update(kw)
     return p
 
@@ -139,6 +139,16 @@ def test_gates_regulariser_optimizer_and_controller(tmp_path):
     hooks.before_batch(_trainer(model, params))
     assert hooks.ctrl.current_eta == 0.0
     assert loss_fn(model, x, True)[0].item() == pytest.approx(model(x).sum().item(), rel=1e-6)
+    # held: the thresholds get no gradient, so the optimizer leaves them (and their momentum) alone
+    loss_fn(model, x, True)[0].backward()
+    assert model.fc1.threshold.grad is None and model.fc1.weight.grad is not None
+    opt.step()
+    assert model.fc1.threshold.item() == 10.0
+    with torch.no_grad():  # below the target again: eta and the thresholds' gradients come back
+        model.fc1.threshold.fill_(0.0)
+        model.fc2.threshold.fill_(0.0)
+    hooks.before_batch(_trainer(model, params))
+    assert hooks.ctrl.current_eta == 2.0 and model.fc1.threshold.requires_grad
 
 
 def test_finish_writes_folded_and_compact_models(tmp_path):
@@ -210,3 +220,21 @@ def test_compare_table_and_lossless(tmp_path, capsys):
 def test_lossless_rule_and_char_results():
     assert is_lossless(0.2, 1.0) and is_lossless(0.001, -0.5) and not is_lossless(0.01, 0.3)
     assert char_results([("u", ["AB", "C"], ["A"])]) == [("u", ["A", "B", " ", "C"], ["A"])]
+
+
+@pytest.mark.parametrize("mode", ["paper", "hold", "band"])
+def test_controllers(mode):
+    from icefall.prune.finetune import controlled_eta
+    from icefall.prune.gates import GateController, add_gates
+
+    model = Net()
+    add_gates(model, PATTERNS)
+    ctrl = GateController(target_sparsity=0.5, eta=3.0, total_steps=10)
+    cases = [(0.40, 3.0), (0.502, 0.0), (0.52, -3.0 if mode == "band" else 0.0)]
+    for sparsity, expected in cases:
+        eta = controlled_eta(ctrl, model, 0, sparsity, mode, band=0.005)
+        assert eta == expected
+        frozen = mode != "paper" and expected == 0.0
+        assert model.fc1.threshold.requires_grad is (not frozen)
+    with pytest.raises(ValueError, match="controller"):
+        controlled_eta(ctrl, model, 0, 0.4, "nope")

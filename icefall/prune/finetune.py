@@ -46,9 +46,10 @@ from icefall.prune.gates import (
 )
 from icefall.prune.report import write_sparsity_report
 from icefall.trainer import Trainer, make_optimizer
-from icefall.utils import AttributeDict
+from icefall.utils import AttributeDict, str2bool
 
 METHODS = ("none", "gates", "uniform", "mixed")
+CONTROLLERS = ("paper", "hold", "band")
 PRESETS = {"zipformer": ZIPFORMER_PATTERNS, "transformer": TRANSFORMER_PATTERNS}
 
 
@@ -67,6 +68,11 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold-init", type=float, default=1e-5)
     g.add_argument("--threshold-lr", type=float, default=2e-4,
                    help="base lr of the thresholds' own ScaledAdam group (Adam-like steps, Eden-decayed)")
+    g.add_argument("--controller", default="band", choices=CONTROLLERS,
+                   help="gates: paper = eta 0 while the target is met (the task loss still moves the "
+                        "thresholds); hold = also freeze the thresholds then; band = hold, and pull "
+                        "back (eta negated) above target + --band (docs/pruning.md)")
+    g.add_argument("--band", type=float, default=0.005, help="band controller: tolerated excess sparsity")
     g.add_argument("--dense-ckpt", type=Path, default=None,
                    help="uniform/mixed: the fine-tuned dense model (pruned.pt or epoch-N.pt; its 'model')")
     g.add_argument("--sparsity-from", type=Path, default=None,
@@ -113,12 +119,36 @@ def zero_fraction(state_dict: Dict[str, torch.Tensor], names) -> float:
     return zeros / max(total, 1)
 
 
+def controlled_eta(ctrl: GateController, model: nn.Module, step: int, sparsity: float,
+                   mode: str = "paper", band: float = 0.005) -> float:
+    """This step's eta (and tau, set on the gates by ``ctrl``) under a controller ``mode``:
+
+    - ``paper``: ``ctrl``'s eta (0 while the target is met);
+    - ``hold``: the same, and the thresholds get no gradient while eta is 0, so the optimizer
+      skips them, momentum included (the task gradient, Adam-normalised, would otherwise keep
+      moving them by about one lr per step);
+    - ``band``: as ``hold``, and ``-eta`` (the regulariser lowers the thresholds) while the
+      sparsity exceeds the target by more than ``band``: weights drifting below frozen
+      thresholds keep raising the sparsity otherwise.
+    """
+    if mode not in CONTROLLERS:
+        raise ValueError(f"controller must be one of {CONTROLLERS}, got {mode!r}")
+    eta = ctrl.update(model, step, sparsity)
+    if mode == "band" and sparsity > ctrl.target_sparsity + band:
+        eta = -ctrl.eta
+    if mode != "paper":
+        for t in gate_parameters(model):
+            t.requires_grad_(eta != 0)
+    return eta
+
+
 class PruneHooks:
     """The hooks ``icefall.asr.finetune.run`` calls (see the module docstring)."""
 
     def __init__(self) -> None:
         self.ctrl: Optional[GateController] = None
         self.batches_per_epoch: Optional[int] = None
+        self.eta = 0.0  # this step's regulariser weight
 
     # --------------------------------------------------------------- before training
     def setup_model(self, model: nn.Module, params: AttributeDict) -> None:
@@ -176,8 +206,8 @@ class PruneHooks:
 
         def loss_fn(model: nn.Module, batch: Dict, is_training: bool):
             loss, info = compute_loss(model, batch, is_training)
-            if is_training and self.ctrl is not None and self.ctrl.current_eta > 0:
-                loss = loss + self.ctrl.current_eta * info["frames"] * gate_regularizer(unwrap_model(model))
+            if is_training and self.eta != 0:
+                loss = loss + self.eta * info["frames"] * gate_regularizer(unwrap_model(model))
             return loss, info
 
         return loss_fn
@@ -195,12 +225,13 @@ class PruneHooks:
                 logging.info(f"Gates: tau annealed over {total} steps ({per_epoch} batches per epoch)")
             step = p.batch_idx_train // p.accum_grad
             sparsity, _ = current_sparsity(model)
-            self.ctrl.update(model, step, sparsity)
+            self.eta = controlled_eta(self.ctrl, model, step, sparsity, p.get("controller", "paper"),
+                                      p.get("band", 0.005))
         if p.batch_idx_train % p.log_interval == 0:
             sparsity, _ = current_sparsity(model)
             msg = f"batch {p.batch_idx_train}: sparsity {100 * sparsity:.2f}%"
             if self.ctrl is not None:
-                msg += f", eta {self.ctrl.current_eta:g}, tau {self.ctrl.current_tau:.3g}"
+                msg += f", eta {self.eta:g}, tau {self.ctrl.current_tau:.3g}"
             logging.info(msg)
             if trainer.tb_writer is not None:
                 trainer.tb_writer.add_scalar("train/sparsity", sparsity, p.batch_idx_train)

@@ -1,0 +1,90 @@
+"""End to end on the tiny mini corpus: zipformer/prune.py with self-pinching gates reaches its
+target sparsity, and the exported models (pruned.pt through decode.py, compact.pt through
+load_compact) decode to exactly the hypotheses of the masked (gated) model."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from icefall.asr import decode
+from icefall.asr.finetune import build_asr_model
+from icefall.checkpoint import load_file
+from icefall.data.tokenizer import load_tokenizer
+from icefall.eval.wer import read_transcripts
+from icefall.prune import add_gates, load_compact
+from icefall.prune.finetune import resolve_patterns
+from icefall.utils import AttributeDict
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs" / "mini" / "SSL"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """prepare.sh --tiny up to the token sets (no k-means labels: fine-tuning needs none)."""
+    work = tmp_path_factory.mktemp("mini-prune")
+    _run(["bash", str(RECIPE / "prepare.sh"), "--tiny", "--stop-stage", "4"], work)
+    return work
+
+
+def _hyps(model, args, tokenizer):
+    def fn(x, x_lens):
+        return decode.decode_batch(model, x, x_lens, "ctc-greedy-search")
+
+    ((_, dl),) = decode.split_dataloaders(args, tokenizer, ["test"])
+    return {cut: hyp for cut, _, hyp in decode.decode_dataloader(fn, dl, tokenizer)}
+
+
+def test_gates_reach_target_and_exports_decode_like_the_masked_model(tiny_corpus, monkeypatch):
+    epochs, target = 4, 0.5
+    exp = tiny_corpus / "exp-gates"
+    _run([sys.executable, str(RECIPE / "zipformer" / "prune.py"), "--method", "gates",
+          "--target-sparsity", str(target), "--init-ckpt", "none", "--exp-dir", str(exp),
+          "--num-epochs", str(epochs), "--max-duration", "8", "--threshold-lr", "1e-3",
+          "--tensorboard", "false"], tiny_corpus)
+    summary = json.loads((exp / "prune-summary.json").read_text())
+    assert abs(summary["sparsity_pruned_layers"] - target) <= 0.01, summary
+    assert summary["compact_bytes"] < summary["dense_bytes"]
+
+    monkeypatch.chdir(tiny_corpus)
+    args = decode.get_parser(lang_dir="data/lang_char", num_workers=0, max_duration=100.0).parse_args([])
+    args.input_type = "fbank"
+    tokenizer = load_tokenizer(args.lang_dir)
+
+    # The masked model: the last checkpoint (weights + thresholds) in a gated model.
+    ckpt = load_file(exp / f"epoch-{epochs}.pt")
+    params = AttributeDict(ckpt["params"])
+    masked = build_asr_model(params)
+    add_gates(masked, resolve_patterns(params.patterns))
+    masked.load_state_dict(ckpt["model"], strict=True)
+    masked.eval()
+    ref = _hyps(masked, args, tokenizer)
+    assert len(ref) == 8
+
+    compact = load_compact(exp / "compact.pt", build_asr_model(params)).eval()
+    assert _hyps(compact, args, tokenizer) == ref
+    # Stronger than the (possibly short) hypotheses: the same CTC posteriors, bit for bit.
+    ((_, dl),) = decode.split_dataloaders(args, tokenizer, ["test"])
+    batch = next(iter(dl))
+    with torch.no_grad():
+        outs = [m.ctc_output(m.forward_encoder(batch["inputs"], batch["lengths"])[0]) for m in (masked, compact)]
+    assert torch.equal(outs[0], outs[1])
+
+    _run([sys.executable, str(RECIPE / "zipformer" / "decode.py"), "--checkpoint", str(exp / "pruned.pt"),
+          "--exp-dir", str(exp), "--test-splits", "test"], tiny_corpus)
+    recogs = exp / "ctc-greedy-search" / "recogs-test-ctc-greedy-search-pruned.txt"
+    assert {cut: hyp for cut, _, hyp in read_transcripts(recogs)} == ref
