@@ -105,7 +105,7 @@ def load_ssl_model(params: AttributeDict) -> HubertModel:
     Sets ``params.encoder``/``params.frontend`` from the checkpoint, so the fine-tuned
     checkpoint records the architecture (``build_asr_model`` rebuilds it for decoding).
     """
-    from icefall.ssl.pretrain import build_model
+    from icefall.ssl.pretrain import build_model, merge_overrides
 
     spec = str(params.init_ckpt)
     if spec.startswith("fairseq:"):
@@ -125,7 +125,9 @@ def load_ssl_model(params: AttributeDict) -> HubertModel:
             if k in pre:
                 params.setdefault("ssl_" + k, pre[k])
         params.encoder, params.frontend = pre.encoder, pre.frontend
-        params.encoder_overrides = pre.get("encoder_overrides", "")
+        # The pretrained architecture, with this run's overrides on top (e.g. ``dropout=0.0``).
+        params.encoder_overrides = merge_overrides(pre.get("encoder_overrides", ""), params.get("encoder_overrides", ""))
+        params.ssl_encoder_overrides = params.encoder_overrides
         model = build_model(_ssl_params(params))
         weights = ckpt["model_avg"] if ckpt.get("model_avg") is not None else ckpt["model"]
         model.load_state_dict(weights)

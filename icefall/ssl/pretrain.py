@@ -76,6 +76,12 @@ def parse_overrides(text: str) -> Dict[str, object]:
     return out
 
 
+def merge_overrides(base: str, extra: str) -> str:
+    """``base`` overrides with ``extra``'s on top (``extra`` wins), as one override string."""
+    merged = {**parse_overrides(base), **parse_overrides(extra)}
+    return ",".join(f"{k}={v!r}" for k, v in merged.items())
+
+
 def build_model(params: AttributeDict) -> nn.Module:
     """The model ``params.method`` names: HubertModel, or SpidrModel for spidr/dinosr."""
     overrides = parse_overrides(params.get("encoder_overrides", ""))
