@@ -203,3 +203,41 @@ def test_evaluate_script_on_a_tiny_corpus(tiny_dev, tmp_path):
         for mode in ("abx_within", "abx_across"):
             assert np.isnan(r[mode]) or 0 <= r[mode] <= 1, (layer, r)
         assert ("pnmi_codebook" in r) == (layer in ("1", "2"))
+
+
+def test_extract_units_script(tiny_dev, tmp_path, monkeypatch):
+    """spidr/extract_units.py: codebook units equal the head argmax computed here; the text file
+    holds them with repeats collapsed; k-means units are in range."""
+    from lhotse import load_manifest
+
+    from icefall.ssl.labels import load_pretrained
+    from icefall.ssl.units import cut_waveform
+
+    ckpt = _untrained_checkpoint(tmp_path / "epoch-0.pt", method="spidr", encoder="hubert-tiny",
+                                 num_codebooks=2, codebook_size=16)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    script = str(ROOT / "egs/mini/SSL/spidr/extract_units.py")
+    common = ["--checkpoint", str(ckpt), "--manifest-dir", str(tiny_dev / "fbank"), "--splits", "dev"]
+    subprocess.run([sys.executable, script, *common, "--layer", "2", "--out-dir", str(tmp_path / "cb")],
+                   check=True, cwd=tiny_dev, env=env, capture_output=True)
+    subprocess.run([sys.executable, script, *common, "--layer", "1", "--units", "kmeans", "--num-clusters", "4",
+                    "--fit-split", "dev", "--out-dir", str(tmp_path / "km")],
+                   check=True, cwd=tiny_dev, env=env, capture_output=True)
+
+    model, _ = load_pretrained(ckpt)
+    monkeypatch.chdir(tiny_dev)  # the cuts' audio paths are relative to the recipe directory
+    cuts = load_manifest(tmp_path / "cb/mini_cuts_dev.jsonl.gz")
+    lines = (tmp_path / "cb/units_dev.txt").read_text().splitlines()
+    assert len(lines) == len(cuts) == 12
+    for cut, line in zip(cuts, lines):
+        wav = cut_waveform(cut)[None]
+        x, lens = model.frontend(wav, torch.tensor([wav.shape[1]]))
+        h = model.head_inputs(x, lens)[1]  # layer 2 = the second target layer
+        by_hand = model.heads[1](h)[0].argmax(-1).tolist()
+        units = [int(u) for u in cut.custom["units"].split()]
+        assert units == by_hand
+        collapsed = [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
+        assert line.split() == [cut.id] + [str(u) for u in collapsed]
+    for line in (tmp_path / "km/units_dev.txt").read_text().splitlines():
+        units = [int(u) for u in line.split()[1:]]
+        assert units and all(0 <= u < 4 for u in units) and all(a != b for a, b in zip(units, units[1:]))

@@ -35,6 +35,7 @@ from icefall.eval.mapr import word_map_at_r
 from icefall.eval.pnmi import pnmi_from_alignments
 from icefall.eval.report import write_layer_report
 from icefall.ssl.kmeans import KMeans
+from icefall.utils import str2bool
 
 Features = Mapping[str, Union[torch.Tensor, np.ndarray]]  # utt -> (T, D)
 FBANK_RATE = 100.0  # stored fbank frames per second
@@ -215,7 +216,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--max-cuts", type=int, default=None, help="evaluate the first N cuts only")
     parser.add_argument("--num-clusters", type=int, default=50, help="k-means units for PNMI")
-    parser.add_argument("--reference", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
+    parser.add_argument("--reference", type=str2bool, default=True,
                         help="also evaluate the stored fbank (the reference row)")
     parser.add_argument("--out-dir", type=Path, required=True, help="layers.md, layers.png, layers.json go here")
     parser.add_argument("--title", default="", help="title of the table and plot")
