@@ -262,6 +262,43 @@ def test_lazy_loading_and_missing_manifest(corpus):
         dm.load_cuts("no-such-split")
 
 
+def test_training_split_streams_from_shar_shards(corpus, tmp_path):
+    """--shar-dir: the training split comes from Shar shards in two subset folders (as
+    Libri-Light's prepare.sh writes them); every cut once per epoch, with the same features,
+    the shard order reshuffled between epochs; other splits still read their manifests."""
+    cuts = _cuts(corpus).to_eager()
+    halves = {"small": cuts.subset(first=4), "medium": cuts.subset(last=len(cuts) - 4)}
+    for name, part in halves.items():
+        (tmp_path / "shar" / name).mkdir(parents=True)
+        part.to_shar(tmp_path / "shar" / name, fields={"features": "lilcom"}, shard_size=2,
+                     warn_unused_fields=False)
+    # A small sampler buffer, so that the shard order shows in the batch order.
+    args = _args(corpus, "--shar-dir", str(tmp_path / "shar"), "--max-duration", "6",
+                 "--sampler-buffer-size", "2", "--num-buckets", "2")
+    args.train_split = "train-labeled"
+    dm = DataModule(args)
+    stream = dm.load_cuts("train-labeled")
+    assert dm.load_cuts("dev").is_lazy and len(dm.load_cuts("dev")) == 4
+    ref = {c.id: c.load_features() for c in cuts}
+    for c in stream:
+        assert np.array_equal(c.load_features(), ref[c.id])
+
+    def epoch_ids(epoch, fresh=False):
+        """The cut ids of one epoch in order; ``fresh``: a new process resuming at ``epoch``."""
+        s = DataModule(args).load_cuts("train-labeled") if fresh else stream
+        dl = dm.train_dataloader(s, dm.ssl_dataset(with_labels=False))
+        dl.sampler.set_epoch(epoch)
+        return [i for b in _ids(dl) for i in b]
+
+    first, second = epoch_ids(0), epoch_ids(1)
+    assert sorted(first) == sorted(second) == sorted(ref)  # every cut once per epoch
+    assert first != second
+    assert epoch_ids(1, fresh=True) == second  # resuming at epoch 1 reads epoch 1's order
+    (tmp_path / "shar" / "small" / "features.000001.tar").unlink()
+    with pytest.raises(ValueError, match="'features' has 3 shards for 4"):
+        DataModule(args).load_cuts("train-labeled")
+
+
 # ------------------------------------------------------------------------------ bad input
 def _bad_cuts(corpus, tmp_path):
     """One good cut and one of each kind of bad cut, all with labels unless noted."""

@@ -40,6 +40,10 @@ class DataModule:
         g.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"),
                        help="directory holding <prefix>_cuts_<split>.jsonl.gz")
         g.add_argument("--cuts-prefix", type=str, default="mini", help="corpus name prefix")
+        g.add_argument("--shar-dir", type=Path, default=None,
+                       help="stream the training split from the Lhotse Shar shards under this "
+                            "directory (every cuts.*.jsonl.gz below it, with its field tars; "
+                            "shard order reshuffled each epoch) instead of its jsonl manifest")
         g.add_argument("--max-duration", type=float, default=200.0,
                        help="maximum seconds of audio in a batch")
         g.add_argument("--bucketing-sampler", type=str2bool, default=True,
@@ -78,13 +82,38 @@ class DataModule:
         return Path(a.manifest_dir) / f"{a.cuts_prefix}_cuts_{split}.jsonl.gz"
 
     def load_cuts(self, split: str):
-        """The split's cuts, read lazily (nothing is loaded until iterated)."""
+        """The split's cuts, read lazily (nothing is loaded until iterated); the training split
+        from Shar shards when ``--shar-dir`` is given."""
         from lhotse import load_manifest_lazy
 
+        a = self.args
+        if getattr(a, "shar_dir", None) and split == getattr(a, "train_split", None):
+            return self.shar_cuts()
         path = self.cuts_path(split)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run prepare.sh first")
         return load_manifest_lazy(path)
+
+    def shar_cuts(self):
+        """Cuts streamed from the Shar shards under ``--shar-dir`` (any depth, e.g. one folder
+        per Libri-Light subset). Every shard holds its cuts and one tar per field (features,
+        recording, ...); every rank reads all shards and its sampler keeps its own batches."""
+        from lhotse import CutSet
+
+        root = Path(self.args.shar_dir)
+        cuts = sorted(root.rglob("cuts.*.jsonl.gz"))
+        if not cuts:
+            raise FileNotFoundError(f"{root}: no Shar shards (cuts.*.jsonl.gz) found")
+        fields = {"cuts": cuts}
+        for c in cuts:
+            index = c.name[len("cuts."):-len(".jsonl.gz")]
+            for tar in sorted(c.parent.glob(f"*.{index}.tar")):
+                fields.setdefault(tar.name.split(".")[0], []).append(tar)
+        for name, paths in fields.items():
+            if len(paths) != len(cuts):
+                raise ValueError(f"{root}: field {name!r} has {len(paths)} shards for {len(cuts)} cut shards")
+        return CutSet.from_shar(fields=fields, shuffle_shards=True, stateful_shuffle=True,
+                                seed=self.args.data_seed)
 
     def cut_filter(self, tokenizer=None, output_frame_rate: float = 25.0,
                    label_rate: Optional[float] = None) -> CutFilter:
@@ -164,8 +193,19 @@ class DataModule:
                          rank: Optional[int] = None) -> DataLoader:
         """Shuffled, bucketed batches; ``sampler_state_dict`` (from
         ``dl.sampler.state_dict()``) resumes mid-epoch exactly where it stopped."""
+        shar = getattr(cuts, "data", None)
         cuts = self._maybe_drop_features(cuts)
         sampler = self.make_sampler(cuts, train=True, world_size=world_size, rank=rank)
+        if hasattr(shar, "stateful_shuffle"):
+            # A Shar stream counts its own passes to reshuffle shards; tie that count to the
+            # trainer's epoch so a run resumed at epoch N reads the shards in epoch N's order.
+            sampler_set_epoch = sampler.set_epoch
+
+            def set_epoch(epoch: int) -> None:
+                shar.epoch = epoch
+                sampler_set_epoch(epoch)
+
+            sampler.set_epoch = set_epoch
         if sampler_state_dict is not None:
             logging.info("Loading sampler state dict")
             sampler.load_state_dict(sampler_state_dict)
