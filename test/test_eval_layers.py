@@ -241,3 +241,23 @@ def test_extract_units_script(tiny_dev, tmp_path, monkeypatch):
     for line in (tmp_path / "km/units_dev.txt").read_text().splitlines():
         units = [int(u) for u in line.split()[1:]]
         assert units and all(0 <= u < 4 for u in units) and all(a != b for a, b in zip(units, units[1:]))
+
+
+def test_spidr_table_reads_perplexities_from_a_log(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("spidr_table", ROOT / "egs/mini/SSL/local/spidr_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    log = tmp_path / "log-pretrain-x"
+    log.write_text(
+        "2026-12-02 20:29:30,1 INFO [trainer.py:444] Epoch 1, batch 20, global 20: frames=31846, loss=4.073, "
+        "codebook_ppl=17.62, pred_ppl=63.5, utterances=394, seconds=1148, lr 0.012, 13.8 audio s/s\n"
+        "2026-12-02 20:31:00,1 INFO [trainer.py:430] Validation at batch 59: frames=17007, loss=2.879, "
+        "codebook_ppl=14.15, pred_ppl=18.25, utterances=200; best valid loss 2.879\n"
+        "2026-12-02 20:32:00,1 INFO [trainer.py:444] Epoch 2, batch 20, global 79: frames=31918, loss=2.897, "
+        "codebook_ppl=16.1, pred_ppl=18.06, utterances=393\n"
+        "2026-12-02 20:33:00,1 INFO [trainer.py:329] Epoch 2 done: frames=67443, codebook_ppl=19.27, pred_ppl=21.17\n")
+    train, valid = mod.perplexities(log)
+    assert train == [(20, 17.62, 63.5), (79, 16.1, 18.06)]
+    assert valid == [(59, 14.15, 18.25)]

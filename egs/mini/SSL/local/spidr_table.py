@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 from icefall.eval.report import HEADER, SCALE
 
-BATCH = re.compile(r"Epoch (\d+), batch (\d+),.*?codebook_ppl=([\d.]+), pred_ppl=([\d.]+)")
+BATCH = re.compile(r"Epoch \d+, batch \d+, global (\d+):.*?codebook_ppl=([\d.]+), pred_ppl=([\d.]+)")
 VALID = re.compile(r"Validation at batch (\d+):.*?codebook_ppl=([\d.]+), pred_ppl=([\d.]+)")
 
 
@@ -29,7 +29,7 @@ def perplexities(log: Path) -> Tuple[List[Tuple[int, float, float]], List[Tuple[
         if m := VALID.search(line):
             valid.append((int(m[1]), float(m[2]), float(m[3])))
         elif m := BATCH.search(line):
-            train.append((int(m[2]), float(m[3]), float(m[4])))
+            train.append((int(m[1]), float(m[2]), float(m[3])))
     return train, valid
 
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     print(f"Codebook perplexity (codebook size {args.codebook_size}; 1 = collapsed), averaged over heads:\n")
-    print("| run | first log window | last log window | dev, last validation | prediction ppl, last window |")
+    print("| run | train, first log window | train, last log window | dev, last validation | prediction ppl, last window |")
     print("|---|---|---|---|---|")
     for name, exp in runs:
         results[name] = json.loads((Path(exp) / f"eval-epoch-{args.epoch}" / "layers.json").read_text())["results"]
