@@ -36,7 +36,8 @@ def write_layer_report(
     title: str = "",
 ) -> Tuple[Path, Path]:
     """Write ``<out_prefix>.md`` (table) and ``<out_prefix>.png`` (ABX on the left axis, PNMI and
-    MAP@R on the right, against layer). Returns both paths."""
+    MAP@R on the right, against layer; named rows such as ``"fbank"`` as dotted horizontal
+    reference lines). Returns both paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,6 +48,13 @@ def write_layer_report(
     md.write_text((f"# {title}\n\n" if title else "") + layer_table(results))
 
     layers = sorted(results, key=_layer_key)
+    # Numeric layers form the curves; named rows (e.g. "fbank", the input features) are drawn as
+    # dotted horizontal reference lines, unless there are no numeric layers at all.
+    refs = [l for l in layers if _layer_key(l)[0] == 1]
+    if len(refs) < len(layers):
+        layers = [l for l in layers if _layer_key(l)[0] == 0]
+    else:
+        refs = []
     xs = list(range(len(layers)))
     fig, ax = plt.subplots(figsize=(7, 4))
     right = ax.twinx()
@@ -58,10 +66,15 @@ def write_layer_report(
         ("mapr", right, "d--", "MAP@R"),
         ("pnmi_codebook", right, "v:", "PNMI codebook"),
     )):
+        scale = SCALE[m] if axis is ax else 1.0
         pts = [(x, results[l][m]) for x, l in zip(xs, layers) if results[l].get(m) is not None]
         if pts:
-            scale = SCALE[m] if axis is ax else 1.0
             axis.plot([p[0] for p in pts], [p[1] * scale for p in pts], style, color=f"C{i}", label=label)
+        for ref in refs:
+            if results[ref].get(m) is not None:
+                axis.axhline(results[ref][m] * scale, color=f"C{i}", linestyle=":", linewidth=1)
+    if refs:
+        ax.plot([], [], "k:", linewidth=1, label=f"{', '.join(map(str, refs))} (dotted)")
     ax.set_xticks(xs, [str(l) for l in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("ABX error (%)")
