@@ -5,7 +5,8 @@ training (from the training log).
 
     python3 local/spidr_table.py --runs SpidR=spidr/exp-spidr DinoSR=spidr/exp-dinosr --epoch 3
 
-Each run directory holds ``log/log-pretrain-*`` and ``eval-epoch-<N>/layers.json``.
+Each run directory holds ``epoch-<N>.pt``, ``log/log-pretrain-*`` (all of them are read, so resumed
+runs count; batches after epoch N are left out) and ``eval-epoch-<N>/layers.json``.
 """
 import argparse
 import glob
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from icefall.checkpoint import load_file
 from icefall.eval.report import HEADER, SCALE
 
 BATCH = re.compile(r"Epoch \d+, batch \d+, global (\d+):.*?codebook_ppl=([\d.]+), pred_ppl=([\d.]+)")
@@ -53,12 +55,18 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, exp in runs:
         results[name] = json.loads((Path(exp) / f"eval-epoch-{args.epoch}" / "layers.json").read_text())["results"]
-        logs = sorted(glob.glob(f"{exp}/log/log-pretrain-*"))
+        logs = sorted(glob.glob(f"{exp}/log/log-pretrain-*"))  # named by start time: resumed runs too
         if not logs:
             raise FileNotFoundError(f"{exp}/log: no log-pretrain-* file")
-        train, valid = perplexities(Path(logs[-1]))
+        # only the batches up to the evaluated checkpoint
+        last = load_file(Path(exp) / f"epoch-{args.epoch}.pt")["params"]["batch_idx_train"]
+        train, valid = [], []
+        for log in logs:
+            t, v = perplexities(Path(log))
+            train += [e for e in t if e[0] <= last]
+            valid += [e for e in v if e[0] <= last]
         if not train:
-            raise ValueError(f"{logs[-1]}: no 'codebook_ppl' in any batch line")
+            raise ValueError(f"{exp}/log: no 'codebook_ppl' in any batch line up to batch {last}")
         v = f"{valid[-1][1]:.2f} (batch {valid[-1][0]})" if valid else "-"
         print(f"| {name} | {train[0][1]:.2f} (batch {train[0][0]}) | {train[-1][1]:.2f} (batch {train[-1][0]}) "
               f"| {v} | {train[-1][2]:.2f} |")
