@@ -98,8 +98,8 @@ def plot_sweep(rows: Sequence[Dict], png: Path, title: str = "") -> None:
     for ax, key, label in ((axes[0], "wer", "WER (%)"), (axes[1], "cer", "CER (%)")):
         for method, rs in by_method.items():
             if method == "none":
-                for r in rs:
-                    ax.axhline(r[key], color="black", linestyle="--", label=f"dense ({r['name']})")
+                for r, style in zip(rs, ["--", ":", "-."] * len(rs)):
+                    ax.axhline(r[key], color="black", linestyle=style, label=f"dense ({r['name']})")
                 continue
             rs = sorted(rs, key=lambda r: r["sparsity_pruned_layers"])
             ax.plot([100 * r["sparsity_pruned_layers"] for r in rs], [r[key] for r in rs], marker="o", label=method)
