@@ -22,7 +22,7 @@ from icefall.prune.finetune import (
     get_parser,
     resolve_patterns,
 )
-from icefall.prune.gates import GatedLinear, ZIPFORMER_PATTERNS, current_sparsity
+from icefall.prune.gates import GatedLinear, ZIPFORMER_PATTERNS
 from icefall.eval.wer import store_transcripts
 from icefall.utils import AttributeDict, MetricsTracker
 

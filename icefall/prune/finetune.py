@@ -46,7 +46,7 @@ from icefall.prune.gates import (
 )
 from icefall.prune.report import write_sparsity_report
 from icefall.trainer import Trainer, make_optimizer
-from icefall.utils import AttributeDict, str2bool
+from icefall.utils import AttributeDict
 
 METHODS = ("none", "gates", "uniform", "mixed")
 CONTROLLERS = ("paper", "hold", "band")
