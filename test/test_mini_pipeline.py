@@ -116,12 +116,12 @@ def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
     out = _run(["--stage", "1"], tiny_corpus)
     monkeypatch.chdir(tiny_corpus)
     ft = Path("zipformer/exp-ft")
-    # Fitting the 12 labeled utterances shows every stage is wired right. An empty output has
-    # 100% WER and CER; 240 updates of a 1M model spell most letters right but few whole words,
-    # so the check is on characters.
+    # Fitting the 12 labeled utterances shows every stage is wired right: an empty output has
+    # 100% WER and CER (measured: 63% WER, 15% CER after 480 updates of the 1M model).
     train = read_transcripts(_newest(str(ft / "ctc-greedy-search/recogs-train-labeled-*.txt")))
     assert len(train) == 12
-    assert compute_cer(train).wer < 60.0, compute_cer(train).wer
+    assert compute_wer(train).wer < 80.0, compute_wer(train).wer
+    assert compute_cer(train).wer < 35.0, compute_cer(train).wer
     # The ONNX export decodes the test split exactly as PyTorch does.
     torch_test = read_transcripts(_newest(str(ft / "ctc-greedy-search/recogs-test-*.txt")))
     onnx_test = read_transcripts(_newest(str(ft / "onnx/ctc-greedy-search/recogs-test-*.txt")))

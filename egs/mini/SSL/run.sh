@@ -8,7 +8,8 @@
 #   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels)
 #   1  pretrain a tiny Zipformer HuBERT-style on the ~2 h unlabeled split
 #   2  fine-tune it with CTC (letters) on the 10-minute labeled split (20 epochs)
-#   3  train the same model from scratch with the same fine-tuning budget (the baseline)
+#   3  train the same model from scratch with the same fine-tuning budget (the baseline);
+#      stages 2 and 3 run side by side, each on half the cores
 #   4  decode dev and test with both (CTC greedy search)
 #   5  export the fine-tuned model (pretrained.pt, TorchScript, ONNX) and decode test with ONNX
 #   6  print the table of WERs
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --tiny) tiny=true; shift ;;
     --work-dir) work_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,/^set -euo/p" "$0" | grep "^#" | sed "s/^# \{0,1\}//"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -76,19 +77,41 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: fine-tune the pretrained encoder (CTC, letters)"
-  if ! trained zipformer/exp-ft $ft_epoch; then
-    python3 "$recipe_dir/zipformer/finetune.py" $common $finetune_opts \
-      --init-ckpt zipformer/exp-pretrain/epoch-$pre_epoch.pt --exp-dir zipformer/exp-ft
+# finetune <exp> <init-ckpt>: CTC fine-tuning into zipformer/<exp>, unless already done.
+finetune() {
+  if ! trained zipformer/$1 $ft_epoch; then
+    python3 "$recipe_dir/zipformer/finetune.py" $common $finetune_opts --init-ckpt $2 --exp-dir zipformer/$1
   fi
-fi
+}
+pretrained_ckpt=zipformer/exp-pretrain/epoch-$pre_epoch.pt
 
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: the same model from scratch, same fine-tuning budget"
-  if ! trained zipformer/exp-scratch $ft_epoch; then
-    python3 "$recipe_dir/zipformer/finetune.py" $common $finetune_opts \
-      --init-ckpt none --exp-dir zipformer/exp-scratch
+if [ $stage -le 2 ] && [ $stop_stage -ge 3 ]; then
+  # The two runs train the same 1M-parameter model, which does not keep two threads busy: side
+  # by side, each on half the cores, they finish sooner than one after the other.
+  log "Stages 2 and 3: fine-tune the pretrained encoder and, alongside, the same model from scratch (CTC, letters)"
+  threads=$(( $(nproc) / 2 )); [ $threads -ge 1 ] || threads=1
+  pids=()
+  for run in "exp-ft $pretrained_ckpt" "exp-scratch none"; do
+    set -- $run
+    mkdir -p zipformer/$1
+    (export OMP_NUM_THREADS=$threads; finetune $1 $2) > zipformer/$1/finetune.out 2>&1 &
+    pids+=($!)
+    log "  $1: log in zipformer/$1/finetune.out"
+  done
+  failed=false
+  for pid in "${pids[@]}"; do wait $pid || failed=true; done
+  if $failed; then
+    tail -n 20 zipformer/exp-ft/finetune.out zipformer/exp-scratch/finetune.out >&2
+    exit 1
+  fi
+else
+  if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+    log "Stage 2: fine-tune the pretrained encoder (CTC, letters)"
+    finetune exp-ft $pretrained_ckpt
+  fi
+  if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+    log "Stage 3: the same model from scratch, same fine-tuning budget"
+    finetune exp-scratch none
   fi
 fi
 
