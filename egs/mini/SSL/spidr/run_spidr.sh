@@ -3,7 +3,7 @@
 # fbank front end, 2 codebooks of 64), the same data and budget, then every layer's ABX / PNMI /
 # MAP@R on dev against the input fbank. (With the tiny waveform CNN both collapse: docs/spidr.md.)
 #
-#   egs/mini/SSL/spidr/run_spidr.sh [--stage N] [--stop-stage M] [--work-dir DIR] [--epochs E]
+#   egs/mini/SSL/spidr/run_spidr.sh [--stage N] [--stop-stage M] [--work-dir DIR] [--epochs E (6)]
 #
 # Stages (re-runnable; finished stages are skipped):
 #   0  a seeded third of train-unlabeled (40 min) in data/fbank-third/
@@ -19,7 +19,7 @@ recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
 stage=0
 stop_stage=100
 work_dir=$recipe_dir
-epochs=3
+epochs=6
 
 while [ $# -gt 0 ]; do
   case "$1" in
