@@ -129,6 +129,8 @@ class _MaskedGroupNorm(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x: (B, C, T), lengths: (B,) valid frames."""
+        if bool((lengths >= x.shape[-1]).all()):  # no padding: the fused kernel is ~5x cheaper
+            return nn.functional.group_norm(x.float(), x.shape[1], self.weight, self.bias, self.eps).to(x.dtype)
         dtype = x.dtype
         x = x.float()
         valid = (~make_pad_mask(lengths, x.shape[-1])).unsqueeze(1).float()  # (B, 1, T)
