@@ -2,10 +2,13 @@
 """SpidR (or DinoSR, ``--method dinosr``) self-distillation on the mini corpus: no k-means labels.
 
     cd egs/mini/SSL
-    ./prepare.sh --stop-stage 4 && ./spidr/pretrain.py --num-epochs 3
+    ./prepare.sh --stop-stage 4 && ./spidr/pretrain.py --num-epochs 9
+    ./spidr/run_spidr.sh            # SpidR and DinoSR side by side, per-layer evaluation
 
-Tiny Transformer (SpidR Table 5 choices: no Q/K/V biases, waveform CNN) on CPU; every option:
-``--help``; the logic is in ``icefall.ssl.pretrain`` and ``icefall.ssl.spidr``.
+Tiny Transformer (SpidR Table 5 choices: no Q/K/V biases) on CPU, behind the fbank front end:
+with the tiny waveform CNN (``--frontend cnn``, the paper's) every mini run collapsed its
+codebooks (docs/spidr.md). Every option: ``--help``; the logic is in ``icefall.ssl.pretrain``
+and ``icefall.ssl.spidr``.
 """
 from icefall.ssl.pretrain import get_parser, main
 
@@ -13,14 +16,14 @@ if __name__ == "__main__":
     parser = get_parser(
         method="spidr",
         encoder="hubert-tiny",
-        frontend="cnn",
+        frontend="fbank",
         manifest_dir="data/fbank",
         num_codebooks=2,
         codebook_size=64,
         ema_timescale=300.0,
         exp_dir="spidr/exp",
         num_epochs=3,
-        max_duration=160.0,
+        max_duration=60.0,
         base_lr=0.02,
         lr_batches=1000,
         lr_epochs=10,
