@@ -28,6 +28,15 @@ from icefall.data.dataset import AsrDataset, CutFilter, SslDataset
 from icefall.utils import str2bool
 
 
+def _shar_stream(cuts):
+    """The lhotse Shar reader under a lazy CutSet's filters and maps, or None."""
+    it = cuts
+    while it is not None and not hasattr(it, "stateful_shuffle"):
+        # CutSet -> .data; lhotse's LazyFilter/LazyMapper -> .iterator
+        it = getattr(it, "data", None) if hasattr(it, "data") else getattr(it, "iterator", None)
+    return it
+
+
 class DataModule:
     """Builds datasets, samplers and data loaders from parsed ``args`` (see add_arguments)."""
 
@@ -193,10 +202,10 @@ class DataModule:
                          rank: Optional[int] = None) -> DataLoader:
         """Shuffled, bucketed batches; ``sampler_state_dict`` (from
         ``dl.sampler.state_dict()``) resumes mid-epoch exactly where it stopped."""
-        shar = getattr(cuts, "data", None)
+        shar = _shar_stream(cuts)
         cuts = self._maybe_drop_features(cuts)
         sampler = self.make_sampler(cuts, train=True, world_size=world_size, rank=rank)
-        if hasattr(shar, "stateful_shuffle"):
+        if shar is not None:
             # A Shar stream counts its own passes to reshuffle shards; tie that count to the
             # trainer's epoch so a run resumed at epoch N reads the shards in epoch N's order.
             sampler_set_epoch = sampler.set_epoch
