@@ -120,14 +120,14 @@ def load_ssl_model(params: AttributeDict) -> HubertModel:
 
         ckpt = load_file(spec)
         pre = AttributeDict(ckpt["params"])
-        for k in ("encoder", "frontend", "encoder_overrides", "num_classes", "label_rate", "head", "final_dim", "logit_temp",
+        for k in ("encoder", "frontend", "num_classes", "label_rate", "head", "final_dim", "logit_temp",
                   "feature_pen_weight", "pred_nomask_weight", "mask_prob", "mask_length"):
             if k in pre:
                 params.setdefault("ssl_" + k, pre[k])
         params.encoder, params.frontend = pre.encoder, pre.frontend
         # The pretrained architecture, with this run's overrides on top (e.g. ``dropout=0.0``).
+        # (_ssl_params and decoding read params.encoder_overrides, which the checkpoint records.)
         params.encoder_overrides = merge_overrides(pre.get("encoder_overrides", ""), params.get("encoder_overrides", ""))
-        params.ssl_encoder_overrides = params.encoder_overrides
         model = build_model(_ssl_params(params))
         weights = ckpt["model_avg"] if ckpt.get("model_avg") is not None else ckpt["model"]
         model.load_state_dict(weights)
