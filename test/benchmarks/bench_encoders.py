@@ -7,10 +7,12 @@ Compares (all with the wav2vec2 CNN front end over 16 kHz waveform, training mod
     initialised from a HubertConfig (no download)  (target: ours no slower)
 
 Layer drop is disabled in both HuBERTs (it would skip work at random); the Zipformer's
-schedules are set to batch 100000 (their final values).
+schedules are set to batch 100000 (their final values).  malloc keeps freed memory, as in our
+CPU training (``icefall.env.keep_freed_memory``); ``--default-malloc`` measures without it.
 
 Usage:
   python test/benchmarks/bench_encoders.py [--batch 4] [--seconds 10] [--reps 2] [--threads 1]
+      [--default-malloc]
 """
 import argparse
 import time
@@ -18,6 +20,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from icefall.env import keep_freed_memory
 from icefall.nn.configs import build_encoder, count_parameters
 from icefall.nn.scaling import set_batch_count
 
@@ -68,8 +71,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc malloc as it is (it unmaps large freed blocks)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = not args.default_malloc and keep_freed_memory()
 
     n = int(args.seconds * 16000)
     torch.manual_seed(0)
@@ -106,7 +112,8 @@ def main() -> None:
         return ts[len(ts) // 2] / audio_seconds
 
     print(f"\nCPU, {args.threads} thread(s), batch {args.batch} x {args.seconds:g} s, training-mode "
-          f"forward+backward, median of {args.reps} interleaved runs; seconds per audio second")
+          f"forward+backward, median of {args.reps} interleaved runs, malloc "
+          f"{'keeps freed memory' if kept else 'default'}; seconds per audio second")
     print("| model | params (M) | front end + encoder | encoder only |")
     print("|---|---|---|---|")
     for label, (_, _, params) in models.items():
