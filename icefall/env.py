@@ -1,5 +1,5 @@
 """The process environment: what ran (versions, git state and host, logged at the start of every
-script) and the CPU memory-allocator setting used for training."""
+script) and the memory settings of CPU training (:func:`setup_cpu_memory`)."""
 from __future__ import annotations
 
 import ctypes
@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
@@ -90,3 +90,29 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # mmap_max 0: no per-allocation mappings; trim threshold -1: never shrink the heap
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+
+
+def drop_onednn_primitive_cache() -> bool:
+    """Turn off oneDNN's primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``), unless the
+    variable is set already.
+
+    oneDNN (mkldnn, behind torch's CPU convolutions) keeps up to 1024 compiled primitives, one
+    per input shape.  Speech batches change shape every step (bucketed lengths), so the cache
+    mostly misses and only grows: the mini recipe's pretraining loop went from 0.6 to 2.6 GB of
+    RSS in 120 steps with it, and stayed at 0.8 GB without it, at the same speed (recreating a
+    primitive costs little next to the convolution itself).  oneDNN reads the variable once, at
+    its first primitive, so this must run before the first convolution of the process.
+
+    Returns True if this call set it.
+    """
+    if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ or "DNNL_PRIMITIVE_CACHE_CAPACITY" in os.environ:
+        return False
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "0"
+    return True
+
+
+def setup_cpu_memory() -> List[str]:
+    """Memory settings for training on CPU: :func:`keep_freed_memory` (speed) and
+    :func:`drop_onednn_primitive_cache` (resident size).  Returns the names of those applied."""
+    applied = [f.__name__ for f in (keep_freed_memory, drop_onednn_primitive_cache) if f()]
+    return applied

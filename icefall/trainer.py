@@ -36,7 +36,7 @@ from icefall.checkpoint import (
     update_averaged_model,
 )
 from icefall.dist import get_device, setup_dist
-from icefall.env import keep_freed_memory, log_env_info
+from icefall.env import log_env_info, setup_cpu_memory
 from icefall.utils import (
     AttributeDict,
     MetricsTracker,
@@ -508,9 +508,8 @@ def setup_run(params: AttributeDict, rank: int, world_size: int, name: str) -> t
     logging.info(f"Params: {dict(params)}")
     fix_random_seed(params.get("seed", 42))
     device = get_device(rank)
-    if device.type == "cpu" and keep_freed_memory():
-        logging.info("CPU training: malloc keeps freed memory for reuse (ICEFALL_KEEP_FREED_MEMORY=0 "
-                     "to turn off)")
+    if device.type == "cpu":
+        logging.info(f"CPU memory settings: {', '.join(setup_cpu_memory()) or 'none'} (docs/training.md)")
     return device
 
 

@@ -7,8 +7,9 @@ Compares (all with the wav2vec2 CNN front end over 16 kHz waveform, training mod
     initialised from a HubertConfig (no download)  (target: ours no slower)
 
 Layer drop is disabled in both HuBERTs (it would skip work at random); the Zipformer's
-schedules are set to batch 100000 (their final values).  malloc keeps freed memory, as in our
-CPU training (``icefall.env.keep_freed_memory``); ``--default-malloc`` measures without it.
+schedules are set to batch 100000 (their final values).  Memory settings as in our CPU training
+(``icefall.env.setup_cpu_memory``): malloc keeps freed memory (``--default-malloc`` measures
+without it) and oneDNN's primitive cache is off.
 
 Usage:
   python test/benchmarks/bench_encoders.py [--batch 4] [--seconds 10] [--reps 2] [--threads 1]
@@ -20,7 +21,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from icefall.env import keep_freed_memory
+from icefall.env import drop_onednn_primitive_cache, keep_freed_memory
 from icefall.nn.configs import build_encoder, count_parameters
 from icefall.nn.scaling import set_batch_count
 
@@ -76,6 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kept = not args.default_malloc and keep_freed_memory()
+    drop_onednn_primitive_cache()  # as in CPU training (docs/training.md)
 
     n = int(args.seconds * 16000)
     torch.manual_seed(0)
