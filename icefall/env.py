@@ -114,5 +114,4 @@ def drop_onednn_primitive_cache() -> bool:
 def setup_cpu_memory() -> List[str]:
     """Memory settings for training on CPU: :func:`keep_freed_memory` (speed) and
     :func:`drop_onednn_primitive_cache` (resident size).  Returns the names of those applied."""
-    applied = [f.__name__ for f in (keep_freed_memory, drop_onednn_primitive_cache) if f()]
-    return applied
+    return [f.__name__ for f in (keep_freed_memory, drop_onednn_primitive_cache) if f()]

@@ -10,7 +10,7 @@ import pytest
 # A training-step-like loop with activations above glibc's mmap threshold (32 MiB); prints the
 # minor page faults of its last two steps.
 _STEPS = textwrap.dedent("""
-    import resource, sys
+    import resource
     from icefall.env import keep_freed_memory
     print("set" if keep_freed_memory() else "unset")
     import torch
