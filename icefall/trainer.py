@@ -35,6 +35,7 @@ from icefall.checkpoint import (
     save_checkpoint_with_global_batch_idx,
     update_averaged_model,
 )
+from icefall.diagnostics import InfCheck, save_batch, scan_pessimistic_batches_for_oom
 from icefall.dist import get_device, setup_dist
 from icefall.env import log_env_info, setup_cpu_memory
 from icefall.utils import (
@@ -75,6 +76,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--average-period", type=int, default=200, help="Update the running-average model every N batches")
     g.add_argument("--max-bad-batches", type=int, default=20, help="Stop after this many consecutive non-finite batches")
     g.add_argument("--tensorboard", type=str2bool, default=True)
+    g.add_argument("--inf-check", type=str2bool, default=False, help="Log the module where a non-finite value first appears (slow; debugging)")
+    g.add_argument("--scan-oom", type=str2bool, default=True, help="On CUDA, run the most pessimistic batches before training to catch out-of-memory early")
 
 
 def training_parser(
@@ -160,6 +163,7 @@ class Trainer:
             use_bf16=False, log_interval=50, valid_interval=3000, save_every_n=4000,
             keep_last_k=30, average_period=200, max_bad_batches=20, tensorboard=True,
             grad_scale_check_interval=100, min_grad_scale=1.0e-5, find_unused_parameters=False,
+            inf_check=False, scan_oom=True, max_saved_batches=3,
         )
         for k, v in defaults.items():
             params.setdefault(k, v)
@@ -193,6 +197,8 @@ class Trainer:
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=bool(params.use_fp16), init_scale=1.0)
         self.model = model
+        self.inf_check = InfCheck(model) if params.inf_check else None
+        self.num_saved_batches = 0
         self._resume_state: Optional[Dict[str, Any]] = None
         self._load_resume_checkpoint()
         if world_size > 1:
@@ -275,6 +281,11 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> None:
         p = self.params
+        if p.scan_oom and p.start_epoch == 1 and p.start_batch == 0:
+            scan_pessimistic_batches_for_oom(
+                self.model, self.train_dl, self.compute_loss, self.optimizer, self.device, p.exp_dir,
+                lambda: autocast_context(self.device, p.use_fp16, p.use_bf16),
+            )
         for epoch in range(p.start_epoch, p.num_epochs + 1):
             if self.scheduler is not None and hasattr(self.scheduler, "step_epoch"):
                 self.scheduler.step_epoch(epoch - 1)
@@ -336,18 +347,34 @@ class Trainer:
         p = self.params
         # DDP: only all-reduce gradients on the batch that ends an accumulation window.
         sync = self.model.no_sync() if (isinstance(self.model, DDP) and not is_step) else contextlib.nullcontext()
-        with sync:
-            with autocast_context(self.device, p.use_fp16, p.use_bf16):
-                loss, info = self.compute_loss(self.model, batch, True)
-            finite = torch.isfinite(loss.detach()).to(torch.float32)
-            if self.world_size > 1:
-                # Every rank must skip together or DDP's collectives would hang.
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() == 0:
-                self._count_bad_batch(f"non-finite loss {loss.item()}")
-                return None
-            self.scaler.scale(loss).backward()
+        try:
+            with sync:
+                with autocast_context(self.device, p.use_fp16, p.use_bf16):
+                    loss, info = self.compute_loss(self.model, batch, True)
+                finite = torch.isfinite(loss.detach()).to(torch.float32)
+                if self.world_size > 1:
+                    # Every rank must skip together or DDP's collectives would hang.
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if finite.item() == 0:
+                    if not torch.isfinite(loss.detach()):
+                        self._save_bad_batch(batch)
+                    self._count_bad_batch(f"non-finite loss {loss.item()}")
+                    return None
+                self.scaler.scale(loss).backward()
+        except Exception:
+            try:
+                self._save_bad_batch(batch, force=True)
+            except Exception as e:  # never hide the original error behind a failed save
+                logging.error(f"Could not save the batch that failed: {e}")
+            raise
         return info
+
+    def _save_bad_batch(self, batch, force: bool = False) -> None:
+        """Keep a copy of a batch that broke training (the first few of a run, or on a crash)."""
+        if not force and self.num_saved_batches >= self.params.max_saved_batches:
+            return
+        self.num_saved_batches += 1
+        save_batch(batch, self.params.exp_dir / f"bad-batch-{self.params.batch_idx_train}-{self.rank}.pt")
 
     def _optimizer_step(self) -> None:
         p = self.params
