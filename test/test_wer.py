@@ -39,6 +39,22 @@ def test_alignment_cost_is_the_edit_distance():
         assert sum(r != h for r, h in ali) == edit_distance(tuple(a), tuple(b))
 
 
+def test_error_split_is_kaldis():
+    """Ties between equal-cost alignments are broken as Kaldi does (kaldialign's C++ edit
+    distance counts them independently of the alignment we score with): e.g. "a b" -> "b c" is
+    one deletion and one insertion, not two substitutions."""
+    import kaldialign
+
+    assert align(["a", "b"], ["b", "c"]) == [("a", EPS), ("b", "b"), (EPS, "c")]
+    rng = random.Random(1)
+    for i in range(500):
+        ref = [rng.choice("abcd") for _ in range(rng.randint(0, 8))]
+        hyp = [rng.choice("abcd") for _ in range(rng.randint(0, 8))]
+        s = compute_wer([(str(i), ref, hyp)])
+        kaldi = kaldialign.edit_distance(ref, hyp)
+        assert (s.ins, s.dels, s.subs) == (kaldi["ins"], kaldi["del"], kaldi["sub"]), (ref, hyp)
+
+
 def test_wer_counts():
     results = [
         ("u1", "the cat sat on the mat".split(), "the cat sat on mat".split()),  # 1 del
@@ -68,7 +84,7 @@ def test_icefall_files(tmp_path):
     assert "u2:\thello (world->big word)" in errs  # adjacent errors shown together
     assert "u1:\tthe cat sat" in errs
     sub = lines[lines.index("SUBSTITUTIONS: count ref -> hyp") + 1]
-    assert sub == "1   world -> word"  # ties keep the diagonal at the end
+    assert sub == "1   world -> big"  # Kaldi's tie-break (kaldialign), as icefall's files show
     per_word = lines[lines.index("PER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp") + 1:]
     assert "hello   1 0 1 1" in per_word
     summary = (tmp_path / "wer-summary-test-clean-greedy_search.txt").read_text().splitlines()

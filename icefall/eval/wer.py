@@ -20,39 +20,16 @@ Result = Tuple[str, Sequence[str], Sequence[str]]  # (cut_id, ref words, hyp wor
 
 
 def align(ref: Sequence[str], hyp: Sequence[str], eps: str = EPS) -> List[Tuple[str, str]]:
-    """Minimum-edit-distance alignment of two word sequences.
+    """Minimum-edit-distance alignment of two word sequences, as Kaldi and icefall align them.
 
-    Returns (ref_word, hyp_word) pairs; ``eps`` marks an insertion (in ref) or
-    a deletion (in hyp).  Ties prefer match/substitution, then deletion, then
-    insertion.
+    Returns (ref_word, hyp_word) pairs; ``eps`` marks an insertion (in ref) or a deletion (in
+    hyp). ``kaldialign`` (the library icefall scores with) breaks ties between alignments of
+    equal cost, so the insertion/deletion/substitution split and the ``errs-*.txt`` lines are
+    icefall's exactly, not only the total.
     """
-    n, m = len(ref), len(hyp)
-    # cost[i][j]: edits to turn ref[:i] into hyp[:j]
-    cost = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(1, n + 1):
-        cost[i][0] = i
-    for j in range(1, m + 1):
-        cost[0][j] = j
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            cost[i][j] = min(
-                cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]),
-                cost[i - 1][j] + 1,
-                cost[i][j - 1] + 1,
-            )
-    pairs = []
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
-            pairs.append((ref[i - 1], hyp[j - 1]))
-            i, j = i - 1, j - 1
-        elif i > 0 and cost[i][j] == cost[i - 1][j] + 1:
-            pairs.append((ref[i - 1], eps))
-            i -= 1
-        else:
-            pairs.append((eps, hyp[j - 1]))
-            j -= 1
-    return pairs[::-1]
+    import kaldialign
+
+    return [tuple(p) for p in kaldialign.align(list(ref), list(hyp), eps)]
 
 
 @dataclass
