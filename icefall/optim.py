@@ -14,8 +14,10 @@ ScaledAdam, per parameter tensor p with gradient g (scalars: tensors with one el
 * gradient clipping (``clipping_scale``): the model gradient norm, measured as
   ``sqrt(sum ||g * rms(p)||^2 + sum_scalars ||g * scalar_lr_scale||^2)``, is clipped to
   ``clipping_scale * median`` of the norms of the last ``clipping_update_period`` steps
-  (threshold re-estimated every period and, with a doubled threshold, at steps 10, 20, 40).
-  The gradients are scaled in place.
+  (threshold re-estimated every period and, with a doubled threshold, at steps 10, 20, 40;
+  "median" is icefall's order statistic ``sorted[(n // 4) * 2]``). The gradients are scaled in
+  place; a non-finite norm zeroes them (the step then only applies momentum);
+* parameters without a gradient in a step are stepped with a zero gradient, as icefall's are.
 
 Eden: ``lr = base_lr * ((batch^2 + lr_batches^2) / lr_batches^2)^-0.25
 * ((epoch^2 + lr_epochs^2) / lr_epochs^2)^-0.25 * warmup``, warmup rising linearly from
@@ -80,14 +82,21 @@ class ScaledAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            if all(p.grad is None for p in group["params"]):
                 continue
+            # As icefall's: a parameter without a gradient this step (a skipped layer, a frozen
+            # encoder) is stepped with a zero gradient, so its momentum keeps moving it.
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            params = group["params"]
             clip = self._clipping_factor(group, params)
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError("ScaledAdam does not support sparse gradients")
-                if clip != 1.0:
+                if clip == 0.0:
+                    p.grad.zero_()  # an infinite/NaN norm: inf * 0 would be NaN
+                elif clip != 1.0:
                     p.grad.mul_(clip)
                 self._update(group, p, self.state[p])
         return loss
@@ -180,7 +189,9 @@ class ScaledAdam(Optimizer):
         if step % period == 0 or early:
             # Norms are recorded from step 1 on, at index step % period.
             recent = cs["model_norms"][1 : step + 1] if early else cs["model_norms"]
-            median = recent.median().item()  # torch.median = lower median
+            ordered = recent.sort().values
+            # icefall's "median": the order statistic at (n // 4) * 2 (the upper median for even n).
+            median = ordered[min(len(ordered) - 1, (len(ordered) // 4) * 2)].item()
             if median != median:
                 raise RuntimeError("ScaledAdam: too many non-finite gradient norms")
             # Norms change fast early in training: be lenient there.
@@ -200,7 +211,8 @@ def _rms(p: Tensor) -> Tensor:
 
 
 def _strip_names(params: Iterable[Any]) -> List[Any]:
-    """Accept parameters, (name, parameter) pairs, or group dicts with either."""
+    """Accept parameters, (name, parameter) pairs, or group dicts with either (``params``, or
+    icefall's ``named_params``: a list of (name, parameter) pairs)."""
     params = list(params)
     out = []
     for item in params:
@@ -208,6 +220,10 @@ def _strip_names(params: Iterable[Any]) -> List[Any]:
             out.append(item[1])
         elif isinstance(item, dict):
             item = dict(item)
+            if "named_params" in item:
+                if "params" in item:
+                    raise ValueError("A parameter group has both 'params' and 'named_params'")
+                item["params"] = item.pop("named_params")
             item["params"] = [q[1] if isinstance(q, tuple) else q for q in item["params"]]
             out.append(item)
         else:

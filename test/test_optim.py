@@ -196,3 +196,82 @@ def test_autocast_training_steps_stay_finite(dtype):
         opt.step()
         assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_clipping_threshold_is_icefalls_order_statistic():
+    # icefall takes sorted(norms)[(n // 4) * 2]: for 20 norms the 11th smallest, not the lower
+    # median (the 10th).
+    p = nn.Parameter(torch.ones(4, 4))
+    opt = ScaledAdam([p], lr=0.0, clipping_scale=2.0, clipping_update_period=100)
+    direction = torch.randn(4, 4)
+    direction /= direction.norm()
+
+    def step(norm):
+        p.grad = direction * norm
+        opt.step()
+        return p.grad.norm().item()
+
+    step(1.0)  # step 0
+    for norm in [1, 2, 3, 4, 5, 6, 7, 8, 9, 100] + list(range(10, 19)):  # steps 1..19
+        step(float(norm))
+    # step 20: norms of steps 1..20 sorted = 1..18, 100, 1000; index 10 -> 11; 2 (early) * 2 * 11
+    assert step(1000.0) == pytest.approx(44.0, rel=1e-5)
+
+
+def test_infinite_gradient_norm_zeroes_the_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+    opt = ScaledAdam(model.named_parameters(), lr=0.01, clipping_scale=2.0)
+    x = torch.randn(16, 8)
+    for _ in range(12):  # past step 10, where the first threshold is set
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+    opt.zero_grad()
+    model(x).pow(2).sum().backward()
+    model[0].weight.grad[0, 0] = float("inf")  # one bad element
+    deltas = [opt.state[q]["delta"].clone() for q in model.parameters()]
+    opt.step()
+    for name, q in model.named_parameters():
+        assert torch.isfinite(q).all(), name
+        assert torch.count_nonzero(q.grad) == 0, name
+    # The step applied momentum only: each parameter moved by beta1 * its stored delta.
+    beta1 = opt.param_groups[0]["betas"][0]
+    for q, delta in zip(model.parameters(), deltas):
+        torch.testing.assert_close(opt.state[q]["delta"], delta * beta1)
+
+
+def test_parameter_without_grad_keeps_its_momentum():
+    a = nn.Parameter(torch.randn(4, 4))
+    b = nn.Parameter(torch.randn(4, 4))
+    opt = ScaledAdam([a, b], lr=0.01)
+    a.grad, b.grad = torch.randn(4, 4), torch.randn(4, 4)
+    b0 = b.detach().clone()
+    opt.step()
+    first_move = b.detach() - b0
+    assert first_move.abs().max() > 0
+    a.grad, b.grad = torch.randn(4, 4), None  # b unused this step (e.g. a dropped layer)
+    b1 = b.detach().clone()
+    opt.step()
+    beta1 = opt.param_groups[0]["betas"][0]
+    torch.testing.assert_close(b.detach() - b1, beta1 * first_move)
+
+
+def test_icefall_named_params_groups():
+    def make():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+
+    m1, m2 = make(), make()
+    opt1 = ScaledAdam([{"named_params": list(m1.named_parameters()), "lr": 0.02}], lr=0.5)
+    opt2 = ScaledAdam(list(m2.parameters()), lr=0.02)
+    x = torch.randn(5, 4)
+    for m, opt in ((m1, opt1), (m2, opt2)):
+        for _ in range(3):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+    for q1, q2 in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(q1, q2)
+    with pytest.raises(ValueError, match="both 'params' and 'named_params'"):
+        ScaledAdam([{"params": list(m1.parameters()), "named_params": list(m1.named_parameters())}])
