@@ -167,10 +167,15 @@ def _occupation_steps(arcs: Tensor, a: Tensor, end_k: Tensor, end_s: Tensor) -> 
     # A target of -inf (unreachable cell) has -inf sources too: clamping it
     # keeps their weight exp(-inf) = 0 instead of NaN.
     target = a[1:, :, 1:].clamp_min(torch.finfo(a.dtype).min)
-    w[1:, :, 0].add_(a[:-1, :, :R]).sub_(target)
-    w[1:, :, 1].add_(a[:-1, :, 1:]).sub_(target)
-    w[0] = _NEG_INF
-    w = _exp_no_denormals(w)
+    w_x = w[1:, :, 0]
+    w_x.add_(a[:-1, :, :R]).sub_(target)
+    w_x.copy_(_exp_no_denormals(w_x))
+    # The two arcs into a cell share its occupation: as k2 does, the y-arc
+    # takes 1 - (x-arc's weight), so that no occupation is lost or created
+    # in rounding (two separate exps drift by ~1e-4 over 500 steps in
+    # float32). A cell with no y-arc has x weight exp(0) = 1 exactly.
+    torch.sub(1.0, w_x, out=w[1:, :, 1])
+    w[0] = 0.0
     # occ[k, b, s]: occupation of a cell, seeded with 1 at each end cell.
     occ = arcs.new_zeros(K, B, R)
     occ[end_k, torch.arange(B, device=arcs.device), end_s] = 1.0
