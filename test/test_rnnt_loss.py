@@ -230,6 +230,46 @@ def test_delay_penalty_formula():
     assert f(dp).item() != pytest.approx(f(0.0).item())
 
 
+def test_negative_delay_penalty_is_ignored_as_in_k2():
+    logits, symbols, lengths, boundary = random_case(B=2, seed=4)
+    f = lambda d: R.rnnt_loss(logits, symbols, 0, boundary=boundary, delay_penalty=d, reduction="none")
+    assert torch.equal(f(-0.5), f(0.0))
+    lm, am = logits.mean(1), logits.mean(2)
+    g = lambda d: R.rnnt_loss_simple(lm, am, symbols, 0, boundary, delay_penalty=d, reduction="none")
+    assert torch.equal(g(-0.5), g(0.0))
+    assert not torch.equal(g(0.5), g(0.0))
+
+
+@pytest.mark.parametrize("rnnt_type", ["regular", "modified"])
+def test_hat_logprobs_match_the_definition(rnnt_type):
+    """HAT: p(blank) = sigmoid(b), p(y) = (1 - sigmoid(b)) * softmax over non-blank logits,
+    checked cell by cell against a direct computation, with no pruning (R = S + 1)."""
+    B, S, T, C, blank = 2, 3, 5, 6, 2
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(B, T, S + 1, C, generator=g, dtype=torch.float64)
+    symbols = torch.tensor([[0, 3, 5], [1, 1, 4]])
+    ranges = torch.arange(S + 1).expand(B, T, S + 1).contiguous()
+    px, py = R.get_hat_logprobs_pruned(logits, symbols, ranges, blank, rnnt_type=rnnt_type)
+    for b in range(B):
+        for t in range(T):
+            for s in range(S + 1):
+                z = logits[b, t, s]
+                p_blank = torch.sigmoid(z[blank])
+                others = [c for c in range(C) if c != blank]
+                p_sym = (1 - p_blank) * torch.softmax(z[others], 0)
+                assert py[b, s, t].item() == pytest.approx(p_blank.log().item(), abs=1e-12)
+                if s < S:
+                    y = symbols[b, s].item()
+                    want = p_sym[others.index(y)].log().item()
+                    assert px[b, s, t].item() == pytest.approx(want, abs=1e-12)
+    # The loss uses them: rnnt_loss_pruned(use_hat_loss=True) is the recursion over these.
+    loss = R.rnnt_loss_pruned(logits, symbols, ranges, blank, rnnt_type=rnnt_type,
+                              reduction="none", use_hat_loss=True)
+    torch.testing.assert_close(loss, -R.mutual_information_recursion(px, py))
+    plain = R.rnnt_loss_pruned(logits, symbols, ranges, blank, rnnt_type=rnnt_type, reduction="none")
+    assert not torch.allclose(loss, plain)
+
+
 @pytest.mark.parametrize("rnnt_type", RNNT_TYPES)
 def test_simple_equals_full_on_sum_of_logits(rnnt_type):
     B, S, T, C = 3, 4, 7, 6

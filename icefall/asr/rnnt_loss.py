@@ -311,7 +311,7 @@ def _lattice_loss(
     return_grad: bool = False,
 ):
     """Shared tail of all losses: delay penalty, recursion, reduction."""
-    if delay_penalty != 0.0:
+    if delay_penalty > 0.0:  # as k2: zero or negative values add nothing
         # Reward symbols emitted before the middle frame (T_b - 1) / 2 of each
         # sequence and penalise later ones, linearly in the frame index.
         B, _, T1 = px.shape
@@ -593,6 +593,38 @@ def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> Tuple[Tensor, Ten
     return am.unsqueeze(2).expand(B, T, R, am.shape[2]), lm_pruned.view(B, T, R, D)
 
 
+def _scatter_pruned(
+    logits: Tensor,
+    log_norm: Tensor,
+    symbols: Tensor,
+    ranges: Tensor,
+    termination_symbol: int,
+    boundary: Optional[Tensor],
+    rnnt_type: str,
+) -> Tuple[Tensor, Tensor]:
+    """(px, py) of the full lattice from the pruned joiner output.
+
+    ``log_norm`` (B, T, R, C) or broadcastable: subtracted from ``logits`` to make
+    them log-probs. Positions outside the ranges get -inf.
+    """
+    assert logits.ndim == 4, logits.shape
+    B, T, R, C = logits.shape
+    S = symbols.shape[1]
+    assert ranges.shape == (B, T, R), (ranges.shape, logits.shape)
+    _check_rnnt_type(rnnt_type, S, T, boundary)
+    # The symbol after position s; position S has none (its px is dropped).
+    next_sym = torch.cat([symbols, symbols.new_full((B, 1), termination_symbol)], dim=1)
+    next_sym = next_sym.gather(1, ranges.reshape(B, T * R)).view(B, T, R, 1)
+    log_norm = log_norm.expand(B, T, R, C)
+    px_kept = (logits.gather(3, next_sym) - log_norm.gather(3, next_sym)).squeeze(3)
+    py_kept = logits[..., termination_symbol] - log_norm[..., termination_symbol]
+    # Scatter the kept positions into the full lattice (B, T, S+1).
+    empty = logits.new_full((B, T, S + 1), _NEG_INF)
+    px = empty.scatter(2, ranges, px_kept)[:, :, :S].transpose(1, 2)
+    py = empty.scatter(2, ranges, py_kept).transpose(1, 2).contiguous()
+    return _finish_px(px, py, rnnt_type, boundary), py
+
+
 def get_rnnt_logprobs_pruned(
     logits: Tensor,
     symbols: Tensor,
@@ -603,22 +635,30 @@ def get_rnnt_logprobs_pruned(
 ) -> Tuple[Tensor, Tensor]:
     """(px, py) from pruned joiner logits (B, T, R, C); positions outside the
     ranges get -inf.  Shapes as in :func:`get_rnnt_logprobs`."""
-    assert logits.ndim == 4, logits.shape
-    B, T, R, C = logits.shape
-    S = symbols.shape[1]
-    assert ranges.shape == (B, T, R), (ranges.shape, logits.shape)
-    _check_rnnt_type(rnnt_type, S, T, boundary)
-    norm = logits.logsumexp(dim=3)  # (B, T, R)
-    # The symbol after position s; position S has none (its px is dropped).
-    next_sym = torch.cat([symbols, symbols.new_full((B, 1), termination_symbol)], dim=1)
-    next_sym = next_sym.gather(1, ranges.reshape(B, T * R)).view(B, T, R, 1)
-    px_kept = logits.gather(3, next_sym).squeeze(3) - norm
-    py_kept = logits[..., termination_symbol] - norm
-    # Scatter the kept positions into the full lattice (B, T, S+1).
-    empty = logits.new_full((B, T, S + 1), _NEG_INF)
-    px = empty.scatter(2, ranges, px_kept)[:, :, :S].transpose(1, 2)
-    py = empty.scatter(2, ranges, py_kept).transpose(1, 2).contiguous()
-    return _finish_px(px, py, rnnt_type, boundary), py
+    norm = logits.logsumexp(dim=3, keepdim=True)  # (B, T, R, 1)
+    return _scatter_pruned(logits, norm, symbols, ranges, termination_symbol, boundary, rnnt_type)
+
+
+def get_hat_logprobs_pruned(
+    logits: Tensor,
+    symbols: Tensor,
+    ranges: Tensor,
+    termination_symbol: int,
+    boundary: Optional[Tensor] = None,
+    rnnt_type: str = "regular",
+) -> Tuple[Tensor, Tensor]:
+    """(px, py) of the Hybrid Autoregressive Transducer (HAT, Variani et al.
+    2020) from pruned joiner logits (B, T, R, C), as k2's function of this
+    name: the blank probability is sigmoid(blank logit) and a symbol's is
+    (1 - sigmoid(blank logit)) * softmax over the non-blank logits.
+    Shapes as in :func:`get_rnnt_logprobs_pruned`."""
+    blank = logits[..., termination_symbol : termination_symbol + 1]  # (B, T, R, 1)
+    non_blank = logits.index_fill(3, torch.tensor([termination_symbol], device=logits.device), _NEG_INF)
+    # log p(y) = logit_y - logsumexp(non-blank) + log(1 - sigmoid(b)); log p(blank) = log sigmoid(b)
+    log_norm = non_blank.logsumexp(dim=3, keepdim=True) - torch.nn.functional.logsigmoid(-blank)
+    is_blank = torch.arange(logits.shape[3], device=logits.device) == termination_symbol
+    log_norm = torch.where(is_blank, blank - torch.nn.functional.logsigmoid(blank), log_norm)
+    return _scatter_pruned(logits, log_norm, symbols, ranges, termination_symbol, boundary, rnnt_type)
 
 
 def rnnt_loss_pruned(
@@ -630,13 +670,16 @@ def rnnt_loss_pruned(
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
     reduction: Optional[str] = "mean",
+    use_hat_loss: bool = False,
 ) -> Tensor:
     """RNN-T loss restricted to the paths inside ``ranges``.
 
     Args:
       logits: (B, T, R, C) joiner output on the pruned pairs.
       symbols: (B, S); ranges: (B, T, R); others as in :func:`rnnt_loss_simple`.
+      use_hat_loss: normalise the logits as HAT does (:func:`get_hat_logprobs_pruned`).
     Returns: loss ((B,) if reduction is "none", else a scalar).
     """
-    px, py = get_rnnt_logprobs_pruned(logits, symbols, ranges, termination_symbol, boundary, rnnt_type)
+    logprobs = get_hat_logprobs_pruned if use_hat_loss else get_rnnt_logprobs_pruned
+    px, py = logprobs(logits, symbols, ranges, termination_symbol, boundary, rnnt_type)
     return _lattice_loss(px, py, boundary, rnnt_type, delay_penalty, reduction)
