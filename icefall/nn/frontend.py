@@ -116,6 +116,11 @@ class Conv2dSubsampling(nn.Module):
         return x, out_lens
 
 
+def _norm_input(x: Tensor, norm_weight: Tensor) -> Tensor:
+    """Normalisation input in at least the norm's precision: fp16/bf16 -> fp32, fp64 stays."""
+    return x.to(torch.promote_types(x.dtype, norm_weight.dtype))
+
+
 class _MaskedGroupNorm(nn.Module):
     """GroupNorm with one channel per group (fairseq's first-layer norm in "default" mode),
     with statistics over each utterance's valid frames only.  Parameter names match
@@ -129,12 +134,12 @@ class _MaskedGroupNorm(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x: (B, C, T), lengths: (B,) valid frames."""
-        if bool((lengths >= x.shape[-1]).all()):  # no padding: the fused kernel is ~5x cheaper
-            return nn.functional.group_norm(x.float(), x.shape[1], self.weight, self.bias, self.eps).to(x.dtype)
         dtype = x.dtype
-        x = x.float()
-        valid = (~make_pad_mask(lengths, x.shape[-1])).unsqueeze(1).float()  # (B, 1, T)
-        n = lengths.clamp(min=1).float().view(-1, 1, 1)
+        x = _norm_input(x, self.weight)
+        if bool((lengths >= x.shape[-1]).all()):  # no padding: the fused kernel is ~5x cheaper
+            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps).to(dtype)
+        valid = (~make_pad_mask(lengths, x.shape[-1])).unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        n = lengths.clamp(min=1).to(x.dtype).view(-1, 1, 1)
         mean = (x * valid).sum(-1, keepdim=True) / n
         var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / n
         x = (x - mean) * (var + self.eps).rsqrt()
@@ -166,7 +171,7 @@ class _ConvBlock(nn.Module):
         if self.norm_type == "group":
             x = self.norm(x, lengths)
         elif self.norm_type == "layer":
-            x = self.norm(x.float().transpose(1, 2)).transpose(1, 2).to(x.dtype)
+            x = self.norm(_norm_input(x, self.norm.weight).transpose(1, 2)).transpose(1, 2).to(x.dtype)
         return nn.functional.gelu(x), lengths
 
 
@@ -257,7 +262,7 @@ class Wav2Vec2FrontEnd(nn.Module):
 
     def project(self, features: Tensor) -> Tensor:
         """(B, T, 512) CNN features -> (B, T, out_dim)."""
-        x = self.layer_norm(features.float()).to(features.dtype)
+        x = self.layer_norm(_norm_input(features, self.layer_norm.weight)).to(features.dtype)
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         return self.dropout_input(x)
