@@ -67,6 +67,21 @@ def test_cnn_frontend_padding_never_leaks(mode, normalize):
             torch.testing.assert_close(out[b, : l1.item()], o1[0], atol=1e-5, rtol=1e-4)
 
 
+
+@pytest.mark.parametrize("mode", ["group", "layer"])
+def test_cnn_frontend_runs_in_float64(mode):
+    # Weight-equivalence checks (e.g. icefall/k2SSL imports) run in float64: the norms must not
+    # drop to float32 (they did, and the unpadded group norm failed on float64 weights).
+    fe = Wav2Vec2FrontEnd(out_dim=24, mode=mode, conv_bias=mode == "layer", conv_layers=SMALL_CNN,
+                          normalize=True).double().eval()
+    wav = torch.randn(2, 4000, dtype=torch.float64)
+    lens = torch.tensor([4000, 3000])
+    with torch.no_grad():
+        out, out_lens = fe(wav, lens)
+        alone, _ = fe(wav[1:, :3000], lens[1:])
+    assert out.dtype == alone.dtype == torch.float64
+    assert (out[1, : out_lens[1]] - alone[0]).abs().max().item() < 1e-12
+
 def test_feature_grad_mult_scales_cnn_gradients_only():
     torch.manual_seed(0)
     wav = torch.randn(2, 4000)
