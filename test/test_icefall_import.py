@@ -12,6 +12,7 @@ from typing import Dict
 import pytest
 import torch
 
+from icefall.asr.model import AsrModel
 from icefall.nn.configs import build_encoder
 from icefall.ssl.hubert import HubertConfig, HubertModel
 from icefall.ssl.icefall_import import (
@@ -118,28 +119,44 @@ def read_fixture(name: str):
     return state, options
 
 
+def icefall_asr_state(model: AsrModel) -> Dict[str, torch.Tensor]:
+    """Our AsrModel over a fbank SpeechEncoder -> icefall's ASR AsrModel keys."""
+    sd = model.state_dict()
+    encoder = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    state = {"encoder_embed." + k[len("frontend."):]: v for k, v in encoder.items() if k.startswith("frontend.")}
+    state.update(icefall_zipformer_keys(encoder, "encoder."))
+    for k, v in sd.items():
+        if not k.startswith("encoder."):  # icefall's CTC head is Sequential(Dropout, Linear, LogSoftmax)
+            state[k.replace("ctc_output.output.", "ctc_output.1.")] = v
+    return state
+
+
 def test_asr_checkpoint_gives_our_outputs(tmp_path):
-    original = perturbed(our_fbank_encoder())
-    state = {**{"encoder_embed." + k[len("frontend."):]: v for k, v in original.state_dict().items()
-                if k.startswith("frontend.")},
-             **icefall_zipformer_keys(original.state_dict(), "encoder."), **heads()}
+    original = perturbed(AsrModel(our_fbank_encoder(), vocab_size=10, decoder_dim=16, joiner_dim=16,
+                                  context_size=2, use_ctc=True))
     path = tmp_path / "epoch-3.pt"  # as icefall's save_checkpoint writes it: options flat
-    torch.save({"model": state, "optimizer": None, "sampler": None, "epoch": 3, "feature_dim": 80,
-                "causal": False, "chunk_size": "-1", **ICEFALL_OPTIONS}, path)
+    torch.save({"model": icefall_asr_state(original), "optimizer": None, "sampler": None, "epoch": 3,
+                "feature_dim": 80, "causal": False, "chunk_size": "-1", "blank_id": 0, **ICEFALL_OPTIONS}, path)
 
     imp = load_icefall_checkpoint(path)
     assert imp.kind == "asr" and imp.defaulted == []
-    assert set(imp.heads) == set(ASR_HEADS)
     assert sum(v == DROPPED for v in imp.key_map.values()) == NUM_LAYERS
-    rebuilt = imp.build_encoder().double()
-    original = original.double()
+    assert imp.asr_options() == dict(use_transducer=True, use_ctc=True, blank_id=0, vocab_size=10,
+                                      decoder_dim=16, joiner_dim=16, context_size=2)
+    rebuilt = AsrModel(imp.build_encoder(), **imp.asr_options())
+    rebuilt.load_state_dict({**{"encoder." + k: v for k, v in imp.encoder_state.items()}, **imp.asr_head_state()})
+    rebuilt, original = rebuilt.double().eval(), original.double()
     x = torch.randn(2, 67, 80, dtype=torch.float64)
     lens = torch.tensor([67, 50])
+    y = torch.tensor([[0, 3, 5, 2], [0, 1, 9, 4]])
     with torch.no_grad():
-        out, out_lens = rebuilt(x, lens)
-        ref, ref_lens = original(x, lens)
-    assert out.shape == (2, 15, 64)  # (67 - 7) // 2 = 30 frames at 50 Hz, then 25 Hz
-    assert torch.equal(out, ref) and torch.equal(out_lens, ref_lens)
+        out, out_lens = rebuilt.forward_encoder(x, lens)
+        ref, ref_lens = original.forward_encoder(x, lens)
+        assert out.shape == (2, 15, 64)  # (67 - 7) // 2 = 30 frames at 50 Hz, then 25 Hz
+        assert torch.equal(out, ref) and torch.equal(out_lens, ref_lens)
+        assert torch.equal(rebuilt.ctc_output(out), original.ctc_output(ref))
+        joint = rebuilt.joiner(out[:, :, None], rebuilt.decoder(y)[:, None])
+        assert torch.equal(joint, original.joiner(ref[:, :, None], original.decoder(y)[:, None]))
 
 
 def test_k2ssl_pretraining_checkpoint_gives_our_outputs_and_logits(tmp_path):
@@ -204,6 +221,9 @@ def test_icefall_key_lists_map_completely(name):
                            state["encoder_embed.convnext.pointwise_conv2.weight"])
         assert len(imp.heads) == 14 and all(k.startswith(("decoder.", "joiner.", "simple_", "ctc_output."))
                                             for k in imp.heads)
+        asr = AsrModel(encoder, **imp.asr_options())  # strict: every head tensor has its place
+        asr.load_state_dict({**{"encoder." + k: v for k, v in imp.encoder_state.items()}, **imp.asr_head_state()})
+        assert torch.equal(asr.ctc_output.output.weight, state["ctc_output.1.weight"])
 
 
 def test_causal_checkpoints_are_refused_with_what_is_needed():

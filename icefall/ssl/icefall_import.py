@@ -39,7 +39,9 @@ Renames (icefall -> ours):
   divided by ``logit_temp`` (identical logits).
 
 ASR heads (``decoder``, ``joiner``, ``simple_am_proj``, ``simple_lm_proj``, ``ctc_output``,
-``attention_decoder``) are returned unconverted in :attr:`IcefallImport.heads`.  Causal
+``attention_decoder``) are kept under their icefall names in :attr:`IcefallImport.heads`;
+:meth:`IcefallImport.asr_head_state` renames the transducer and CTC heads to our AsrModel's (the
+same modules) and :meth:`IcefallImport.asr_options` reads their sizes.  Causal
 (streaming) checkpoints are refused (:func:`check_not_causal`).  Anything else is an error
 listing the keys.
 
@@ -126,6 +128,7 @@ class IcefallImport:
       key_map: icefall key -> our key (``DROPPED`` for keys not loaded, ``heads:<key>``).
       defaulted: icefall options missing from the checkpoint, taken from icefall's defaults.
       source: the file (or "state dict") for messages.
+      blank_id: icefall's ``blank_id`` option (for :meth:`asr_options`).
     """
 
     kind: str
@@ -136,6 +139,7 @@ class IcefallImport:
     key_map: Dict[str, str] = field(default_factory=dict)
     defaulted: List[str] = field(default_factory=list)
     source: str = "state dict"
+    blank_id: int = 0
 
     def build_encoder(self) -> SpeechEncoder:
         """The SpeechEncoder of ``params`` with ``encoder_state`` loaded (eval mode)."""
@@ -151,6 +155,36 @@ class IcefallImport:
         self._load(model, {**self.encoder_state, **self.ssl_state},
                    allow_missing=_SSL_KEYS + ("label_embs_concat",))
         return model.eval()
+
+    def asr_head_state(self) -> Dict[str, Tensor]:
+        """The transducer and CTC heads under our :class:`~icefall.asr.model.AsrModel` names:
+        icefall's ``decoder.*``, ``joiner.*``, ``simple_am_proj.*``, ``simple_lm_proj.*`` keep
+        theirs (same modules), ``ctc_output.1.*`` (Sequential(Dropout, Linear, LogSoftmax)) ->
+        ``ctc_output.output.*``.  The attention decoder has no counterpart (not returned)."""
+        out = {}
+        for key, value in self.heads.items():
+            if key.startswith("ctc_output.1."):
+                out["ctc_output.output." + key[len("ctc_output.1."):]] = value
+            elif not key.startswith("attention_decoder."):
+                out[key] = value
+        return out
+
+    def asr_options(self) -> Dict[str, Any]:
+        """AsrModel keyword arguments of the heads, read from their shapes (``blank_id`` from
+        the options, 0 by default): vocab_size, decoder_dim, joiner_dim, context_size,
+        use_transducer, use_ctc."""
+        h = self.heads
+        transducer, ctc = "joiner.output_linear.weight" in h, "ctc_output.1.weight" in h
+        if not (transducer or ctc):
+            raise IcefallCheckpointError(f"{self.source}: no transducer or CTC head in this checkpoint")
+        opts: Dict[str, Any] = dict(use_transducer=transducer, use_ctc=ctc, blank_id=self.blank_id)
+        opts["vocab_size"] = int(h["joiner.output_linear.weight" if transducer else "ctc_output.1.weight"].shape[0])
+        if transducer:
+            opts["decoder_dim"] = int(h["decoder.embedding.weight"].shape[1])
+            opts["joiner_dim"] = int(h["joiner.output_linear.weight"].shape[1])
+            conv = h.get("decoder.conv.weight")
+            opts["context_size"] = int(conv.shape[-1]) if conv is not None else 1
+        return opts
 
     def _load(self, module: nn.Module, state: Dict[str, Tensor], allow_missing: Tuple[str, ...]) -> None:
         theirs = {v: k for k, v in self.key_map.items()}
@@ -357,7 +391,7 @@ def convert_icefall_state_dict(state_dict: Mapping[str, Tensor], params: Optiona
         kind=kind,
         params={"encoder": "zipformer-ssl-base", "encoder_overrides": overrides, "hubert_config": hubert},
         encoder_state=enc_state, ssl_state=ssl_state, heads=heads, key_map=key_map,
-        defaulted=defaulted, source=source)
+        defaulted=defaulted, source=source, blank_id=int(params.get("blank_id", 0)))
 
 
 def _k2ssl_options(opts: Dict[str, Any], enc_state: Dict[str, Tensor], ssl_state: Dict[str, Tensor],
