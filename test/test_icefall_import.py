@@ -14,12 +14,14 @@ import torch
 
 from icefall.asr.model import AsrModel
 from icefall.nn.configs import build_encoder
+from icefall.ssl.fairseq_import import load_pretrained_hubert
 from icefall.ssl.hubert import HubertConfig, HubertModel
 from icefall.ssl.icefall_import import (
     DROPPED,
     IcefallCheckpointError,
     convert_icefall_state_dict,
     load_icefall_checkpoint,
+    main,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "icefall"
@@ -262,3 +264,18 @@ def test_pretrained_pt_without_options_needs_them(tmp_path):
         imp.build_encoder()
     rebuilt = load_icefall_checkpoint(path, params=ICEFALL_OPTIONS).build_encoder()
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), original.state_dict().values()))
+
+
+def test_converted_checkpoint_loads_like_a_converted_fairseq_one(tmp_path):
+    temp = 0.1
+    original = our_k2ssl(temp)
+    src, dst = tmp_path / "epoch-1.pt", tmp_path / "k2ssl.pt"
+    torch.save({"model": k2ssl_state(original, temp), **ICEFALL_OPTIONS,
+                "conv_feature_layers": str(TINY_CNN)}, src)
+    main([str(src), str(dst)])
+    model, params = load_pretrained_hubert(dst)
+    assert params["icefall_kind"] == "k2ssl" and params["hubert_config"]["num_classes"] == 20
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        assert torch.equal(model.encode(wav, torch.tensor([8000]))["out"],
+                           original.encode(wav, torch.tensor([8000]))["out"])

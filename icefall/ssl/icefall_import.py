@@ -48,6 +48,11 @@ listing the keys.
     imp = load_icefall_checkpoint("exp/epoch-30.pt")
     encoder = imp.build_encoder()        # SpeechEncoder with the weights, eval mode
     model = imp.build_hubert()           # k2SSL: HubertModel with mask_emb and the CE head
+    asr = AsrModel(imp.build_encoder(), **imp.asr_options())   # ASR: + imp.asr_head_state()
+
+Command line (writes the converted format that ``load_pretrained_hubert`` reads)::
+
+    python3 -m icefall.ssl.icefall_import exp/epoch-30.pt k2ssl.pt [--avg-model] [--options JSON]
 """
 from __future__ import annotations
 
@@ -460,3 +465,38 @@ def load_icefall_checkpoint(path: PathLike, params: Optional[Mapping[str, Any]] 
     state_dict, options = read_icefall_checkpoint(path, use_averaged_model)
     options.update(params or {})
     return convert_icefall_state_dict(state_dict, options, source=str(path))
+
+
+def convert_icefall_checkpoint(src: PathLike, dst: PathLike, params: Optional[Mapping[str, Any]] = None,
+                               use_averaged_model: bool = False) -> Dict[str, Any]:
+    """Write ``dst`` as ``{"model": HubertModel state dict, "params": {...}}``, the converted
+    format :func:`icefall.ssl.fairseq_import.load_pretrained_hubert` reads, from the icefall /
+    k2SSL checkpoint ``src``; returns the params.  The ASR heads of ``src`` are not written."""
+    from icefall.checkpoint import atomic_torch_save
+
+    imp = load_icefall_checkpoint(src, params, use_averaged_model)
+    out = dict(imp.params, source=f"icefall:{src}", icefall_kind=imp.kind)
+    atomic_torch_save({"model": imp.build_hubert().state_dict(), "params": out}, dst)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        description="Convert an icefall Zipformer2 (ASR) or k2SSL checkpoint to our format",
+        epilog="e.g. python3 -m icefall.ssl.icefall_import exp/epoch-30.pt k2ssl.pt --avg-model")
+    parser.add_argument("src", help="icefall checkpoint (epoch-N.pt, checkpoint-N.pt, pretrained.pt)")
+    parser.add_argument("dst", help="output file")
+    parser.add_argument("--avg-model", action="store_true", help="convert model_avg instead of model")
+    parser.add_argument("--options", default="{}",
+                        help='JSON of icefall options missing from src, e.g. \'{"encoder_dim": "192,256,384,512,384,256"}\'')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    out = convert_icefall_checkpoint(args.src, args.dst, json.loads(args.options), args.avg_model)
+    logging.info(f"wrote {args.dst}: {out['icefall_kind']} checkpoint, {out['encoder']} with {out['encoder_overrides']}")
+
+
+if __name__ == "__main__":
+    main()
