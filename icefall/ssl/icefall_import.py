@@ -494,7 +494,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='JSON of icefall options missing from src, e.g. \'{"encoder_dim": "192,256,384,512,384,256"}\'')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    out = convert_icefall_checkpoint(args.src, args.dst, json.loads(args.options), args.avg_model)
+    try:
+        out = convert_icefall_checkpoint(args.src, args.dst, json.loads(args.options), args.avg_model)
+    except (IcefallCheckpointError, FileNotFoundError, RuntimeError) as e:
+        parser.exit(1, f"error: {e}\n")
     logging.info(f"wrote {args.dst}: {out['icefall_kind']} checkpoint, {out['encoder']} with {out['encoder_overrides']}")
 
 
