@@ -197,7 +197,9 @@ class IcefallImport:
         wrong = [f"{theirs.get(k, k)} {tuple(v.shape)} -> {k} {tuple(ours[k].shape)}"
                  for k, v in state.items() if k in ours and ours[k].shape != v.shape]
         unexpected = [theirs.get(k, k) for k in state if k not in ours]
-        missing = [k for k in ours if k not in state and k not in allow_missing]
+        # Buffers (e.g. training statistics) that icefall does not have keep their initial values.
+        params = {name for name, _ in module.named_parameters()}
+        missing = [k for k in ours if k in params and k not in state and k not in allow_missing]
         if wrong or unexpected or missing:
             hint = ""
             if self.defaulted:
