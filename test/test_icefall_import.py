@@ -73,14 +73,16 @@ def icefall_zipformer_keys(state: Dict[str, torch.Tensor], prefix: str) -> Dict[
     return out
 
 
-def icefall_cnn_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Our wav2vec2 front end -> k2SSL's HubertModel keys (conv block = Sequential(conv,
-    dropout, group norm, GELU))."""
+def icefall_cnn_keys(state: Dict[str, torch.Tensor], mode: str = "default") -> Dict[str, torch.Tensor]:
+    """Our wav2vec2 front end -> k2SSL's HubertModel keys: conv block = Sequential(conv,
+    dropout, norm, GELU), the norm a GroupNorm ("default" mode, first block) or
+    Sequential(transpose, LayerNorm, transpose) ("layer_norm" mode, every block)."""
+    norm = "2" if mode == "default" else "2.1"
     out = {}
     for key, value in state.items():
         m = re.fullmatch(r"frontend\.feature_extractor\.conv_layers\.(\d+)\.(conv|norm)\.(weight|bias)", key)
         if m:
-            out[f"feature_extractor.conv_layers.{m[1]}.{'0' if m[2] == 'conv' else '2'}.{m[3]}"] = value
+            out[f"feature_extractor.conv_layers.{m[1]}.{'0' if m[2] == 'conv' else norm}.{m[3]}"] = value
         elif key.startswith("frontend."):
             out[key[len("frontend."):]] = value
     return out
@@ -90,17 +92,20 @@ def our_fbank_encoder():
     return build_encoder("zipformer-ssl-base", frontend="fbank", output_downsampling_factor=2, **OUR_ZIPFORMER)
 
 
-def our_k2ssl(logit_temp: float) -> HubertModel:
-    speech = build_encoder("zipformer-ssl-base", frontend_conv_layers=TINY_CNN, frontend_normalize=True,
-                           output_downsampling_factor=1, **OUR_ZIPFORMER)
+def our_k2ssl(logit_temp: float, mode: str = "default", channels: int = 32) -> HubertModel:
+    cnn = [(channels, k, s) for _, k, s in TINY_CNN]
+    speech = build_encoder("zipformer-ssl-base", frontend_conv_layers=cnn, frontend_normalize=True,
+                           frontend_mode={"default": "group", "layer_norm": "layer"}[mode],
+                           frontend_conv_bias=mode == "layer_norm", output_downsampling_factor=1, **OUR_ZIPFORMER)
     cfg = HubertConfig(head="linear", num_classes=20, logit_temp=logit_temp)
     return perturbed(HubertModel(speech.frontend, speech.encoder, cfg))
 
 
-def k2ssl_state(model: HubertModel, logit_temp: float, prefix: str = "") -> Dict[str, torch.Tensor]:
+def k2ssl_state(model: HubertModel, logit_temp: float, prefix: str = "", mode: str = "default"
+                ) -> Dict[str, torch.Tensor]:
     """k2SSL's state dict of ``model``; its CE head divides final_proj(x) by logit_temp."""
     sd = model.state_dict()
-    state = {**icefall_cnn_keys(sd), **icefall_zipformer_keys(sd, "encoder."), "mask_emb": sd["mask_emb"],
+    state = {**icefall_cnn_keys(sd, mode), **icefall_zipformer_keys(sd, "encoder."), "mask_emb": sd["mask_emb"],
              "final_proj.weight": sd["final_proj.weight"] * logit_temp,
              "final_proj.bias": sd["final_proj.bias"] * logit_temp}
     return {prefix + k: v for k, v in state.items()}
@@ -161,17 +166,20 @@ def test_asr_checkpoint_gives_our_outputs(tmp_path):
         assert torch.equal(joint, original.joiner(ref[:, :, None], original.decoder(y)[:, None]))
 
 
-def test_k2ssl_pretraining_checkpoint_gives_our_outputs_and_logits(tmp_path):
+@pytest.mark.parametrize("mode,channels", [("default", 32), ("layer_norm", 40)])
+def test_k2ssl_pretraining_checkpoint_gives_our_outputs_and_logits(tmp_path, mode, channels):
+    # layer_norm: every conv block normed, conv biases, and a post_extract_proj (40 -> 32)
     temp = 0.25  # a power of two: k2SSL's head divides by it, ours holds final_proj / temp, exactly
-    original = our_k2ssl(temp)
+    original = our_k2ssl(temp, mode, channels)
     path = tmp_path / "epoch-1.pt"
-    torch.save({"model": k2ssl_state(original, temp), "optimizer": None, **ICEFALL_OPTIONS,
-                "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-                "extractor_mode": "default", "conv_bias": False, "logit_temp": temp, "mask_prob": 0.8,
+    torch.save({"model": k2ssl_state(original, temp, mode=mode), "optimizer": None, **ICEFALL_OPTIONS,
+                "conv_feature_layers": f"[({channels},10,5)] + [({channels},3,2)] * 4 + [({channels},2,2)] * 2",
+                "extractor_mode": mode, "conv_bias": mode == "layer_norm", "logit_temp": temp, "mask_prob": 0.8,
                 "num_classes": [20], "do_normalize": True}, path)
 
     imp = load_icefall_checkpoint(path)
     assert imp.kind == "k2ssl" and imp.heads == {}
+    assert ("post_extract_proj.weight" in imp.key_map) == (channels != 32)
     hc = imp.params["hubert_config"]
     assert (hc["head"], hc["num_classes"], hc["mask_prob"], hc["frame_rate"]) == ("linear", 20, 0.8, 50.0)
     rebuilt = imp.build_hubert().double()
@@ -183,7 +191,7 @@ def test_k2ssl_pretraining_checkpoint_gives_our_outputs_and_logits(tmp_path):
         out = rebuilt.encode(wav, lens)
         ref = original.encode(wav, lens)
         assert torch.equal(out["out"], ref["out"]) and torch.equal(out["lens"], ref["lens"])
-        k2ssl_w = k2ssl_state(original, temp)
+        k2ssl_w = k2ssl_state(original, temp, mode=mode)
         k2ssl_logits = torch.nn.functional.linear(ref["out"], k2ssl_w["final_proj.weight"],
                                                   k2ssl_w["final_proj.bias"]) / temp
         assert torch.equal(rebuilt.logits(out["out"]), k2ssl_logits)
