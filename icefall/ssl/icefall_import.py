@@ -492,15 +492,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("src", help="icefall checkpoint (epoch-N.pt, checkpoint-N.pt, pretrained.pt)")
     parser.add_argument("dst", help="output file")
     parser.add_argument("--avg-model", action="store_true", help="convert model_avg instead of model")
-    parser.add_argument("--options", default="{}",
-                        help='JSON of icefall options missing from src, e.g. \'{"encoder_dim": "192,256,384,512,384,256"}\'')
+    parser.add_argument("--options", default="{}", help="JSON of icefall options missing from src, "
+                        'e.g. \'{"encoder_dim": "192,256,384,512,384,256"}\'')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         out = convert_icefall_checkpoint(args.src, args.dst, json.loads(args.options), args.avg_model)
     except (IcefallCheckpointError, FileNotFoundError, RuntimeError) as e:
         parser.exit(1, f"error: {e}\n")
-    logging.info(f"wrote {args.dst}: {out['icefall_kind']} checkpoint, {out['encoder']} with {out['encoder_overrides']}")
+    logging.info(f"wrote {args.dst}: {out['icefall_kind']} checkpoint, "
+                 f"{out['encoder']} with {out['encoder_overrides']}")
 
 
 if __name__ == "__main__":
