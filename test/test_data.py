@@ -28,7 +28,7 @@ def corpus(tmp_path_factory):
     finally:
         SIZES["tiny"].update(old)
     for split in ("train-labeled", "dev"):
-        compute_fbank_split(root / "manifests", root / "fbank", split, num_jobs=1)
+        compute_fbank_split(root / "manifests", root / "fbank", split, "mini", num_jobs=1)
     from lhotse import load_manifest
     cuts = load_manifest(root / "fbank" / "mini_cuts_train-labeled.jsonl.gz")
     texts = [c.supervisions[0].text for c in cuts]
@@ -45,7 +45,7 @@ def _cuts(corpus, split="train-labeled"):
 def _args(corpus, *extra):
     p = argparse.ArgumentParser()
     DataModule.add_arguments(p)
-    return p.parse_args(["--manifest-dir", str(corpus / "fbank"), "--num-workers", "0",
+    return p.parse_args(["--manifest-dir", str(corpus / "fbank"), "--cuts-prefix", "mini", "--num-workers", "0",
                          *extra])
 
 

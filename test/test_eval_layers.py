@@ -169,7 +169,7 @@ def tiny_dev(tmp_path_factory):
         synthesize_corpus(root / "audio", root / "manifests", size="tiny", seed=2, num_workers=1)
     finally:
         SIZES["tiny"].update(old)
-    compute_fbank_split(root / "manifests", root / "fbank", "dev", num_jobs=1)
+    compute_fbank_split(root / "manifests", root / "fbank", "dev", "mini", num_jobs=1)
     return root
 
 

@@ -1,5 +1,6 @@
-"""egs/librispeech/SSL/prepare.sh on a fixture tree laid out like LibriSpeech (offline):
-manifests, fbank, training splits, token sets, k-means labels (iterations 1 and 2),
+"""egs/librispeech/SSL/prepare.sh on fixture trees laid out like LibriSpeech and Libri-light's
+librispeech_finetuning archive (offline): manifests, fbank, the pretraining split, the
+10 min / 1 h / 10 h fine-tuning sets, token sets, k-means labels (iterations 1 and 2),
 idempotence, and the offline download message. Plus icefall.data.librispeech's split logic."""
 import gzip
 import hashlib
@@ -53,10 +54,11 @@ def _cuts(path: Path) -> list:
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     """A fixture corpus in <dir>/download/LibriSpeech and prepare.sh stages 0-5 run on it."""
-    from icefall.data.corpus import write_librispeech_tree
+    from icefall.data.corpus import write_librispeech_finetuning_tree, write_librispeech_tree
 
     root = tmp_path_factory.mktemp("librispeech")
     write_librispeech_tree(root / "download", PARTS, seed=0)
+    write_librispeech_finetuning_tree(root / "download", utts_per_dir=1, seed=0)
     r = _run(root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root, r.stdout
@@ -85,12 +87,16 @@ def test_manifests_splits_and_lang_dirs(recipe):
     assert len(shuf) == sum(PARTS[p] for p in ls.TRAIN_PARTS) == len(set(shuf))
     assert sorted(shuf) == sorted(train_ids) and shuf != train_ids
 
-    # train-10h: cuts of train-clean-100 holding 10/100.6 of its duration, a minimal prefix
-    clean = {c["id"]: c["duration"] for c in _cuts(fbank / "librispeech_cuts_train-clean-100.jsonl.gz")}
-    sub = {c["id"]: c["duration"] for c in _cuts(fbank / "librispeech_cuts_train-10h.jsonl.gz")}
-    target = sum(clean.values()) * 10 / 100.6
-    assert set(sub) <= set(clean) and 0 < len(sub) < len(clean)
-    assert sum(sub.values()) >= target > sum(sub.values()) - max(sub.values())
+    # Libri-light's sets: 10 min = 1h/0, 1 h = 1h/*, 10 h = 1h/* + 9h, with their transcripts
+    ft = root / "download" / "librispeech_finetuning"
+    sets = {name: {c["id"]: c["supervisions"][0]["text"]
+                   for c in _cuts(fbank / f"librispeech_cuts_{name}.jsonl.gz")}
+            for name in ("train-10min", "train-1h", "train-10h")}
+    assert sets["train-10min"] == {**_transcripts(ft, "1h/0/clean"), **_transcripts(ft, "1h/0/other")}
+    assert sets["train-1h"] == {k: v for d in range(6) for kind in ("clean", "other")
+                                for k, v in _transcripts(ft, f"1h/{d}/{kind}").items()}
+    assert sets["train-10h"] == {**sets["train-1h"], **_transcripts(ft, "9h")}
+    assert (len(sets["train-10min"]), len(sets["train-1h"]), len(sets["train-10h"])) == (2, 12, 14)
 
     from icefall.data.tokenizer import load_tokenizer, read_tokens
 
@@ -196,3 +202,21 @@ def test_combine_shuffled_is_a_deterministic_permutation(tmp_path):
     ids = [json.loads(x)["id"] for x in ls.read_lines(tmp_path / "x.jsonl.gz")]
     concat = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(7)]
     assert sorted(ids) == sorted(concat) and ids != concat
+
+
+def test_finetuning_sets_name_what_is_missing_or_wrong(tmp_path):
+    ft = tmp_path / "librispeech_finetuning"
+    d = ft / "1h" / "0" / "clean" / "5000" / "50000"
+    d.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="1h/0/other: missing"):
+        ls.finetuning_set_items(ft, "train-10min")
+    (ft / "1h" / "0" / "other").mkdir(parents=True)
+    (d / "5000-50000.trans.txt").write_text("5000-50000-0000 HELLO WORLD\n")
+    with pytest.raises(ValueError, match="transcripts and .flac files differ"):
+        ls.finetuning_set_items(ft, "train-10min")
+    (d / "5000-50000-0000.flac").write_bytes(b"")
+    assert ls.finetuning_set_items(ft, "train-10min") == [
+        ("5000-50000-0000", d / "5000-50000-0000.flac", "HELLO WORLD", "5000")]
+    (d / "5000-50000.trans.txt").write_text("5000-50000-0000\n")
+    with pytest.raises(ValueError, match="5000-50000.trans.txt:1: expected"):
+        ls.finetuning_set_items(ft, "train-10min")

@@ -65,7 +65,7 @@ def test_pretraining_lowers_loss_and_beats_majority_class(tiny_corpus, monkeypat
     monkeypatch.chdir(tiny_corpus)
     args = get_parser(
         encoder="zipformer-tiny", frontend="fbank", encoder_overrides="frontend_layer3_channels=32",
-        manifest_dir="data/kmeans-fbank-100", num_classes=100, label_rate=100.0, max_duration=30.0,
+        cuts_prefix="mini", manifest_dir="data/kmeans-fbank-100", num_classes=100, label_rate=100.0, max_duration=30.0,
         num_workers=0, shuffle=False,
     ).parse_args([])
     args.input_type = "fbank"
@@ -148,7 +148,7 @@ def test_extract_features_matches_the_model(tiny_corpus, monkeypatch, tmp_path):
     ckpt = tmp_path / "epoch-1.pt"
     torch.save({"model": model.state_dict(), "params": dict(params)}, ckpt)
     out = tmp_path / "feats"
-    extract_main(["--checkpoint", str(ckpt), "--splits", "dev", "--layers", "0", "2", "--out-dir", str(out)])
+    extract_main(["--checkpoint", str(ckpt), "--prefix", "mini", "--splits", "dev", "--layers", "0", "2", "--out-dir", str(out)])
     cuts = load_manifest(out / "mini_cuts_dev.jsonl.gz")
     assert len(cuts) == 8
     cut = cuts[0]

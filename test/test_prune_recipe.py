@@ -61,7 +61,7 @@ def test_gates_reach_target_and_exports_decode_like_the_masked_model(tiny_corpus
     assert summary["compact_bytes"] < summary["dense_bytes"]
 
     monkeypatch.chdir(tiny_corpus)
-    args = decode.get_parser(lang_dir="data/lang_char", num_workers=0, max_duration=100.0).parse_args([])
+    args = decode.get_parser(cuts_prefix="mini", lang_dir="data/lang_char", num_workers=0, max_duration=100.0).parse_args([])
     args.input_type = "fbank"
     tokenizer = load_tokenizer(args.lang_dir)
 

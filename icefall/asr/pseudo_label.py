@@ -142,7 +142,7 @@ def get_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     g = p.add_argument_group("pseudo-labels")
     g.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
-    g.add_argument("--cuts-prefix", default="vietnamese")
+    g.add_argument("--cuts-prefix", default=None, help="corpus name: <prefix>_cuts_<split>.jsonl.gz (required)")
     g.add_argument("--split", default=None, help="label <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz (required)")
     g.add_argument("--out", type=Path, required=True, help="the kept cuts (.jsonl.gz)")
     g.add_argument("--merge-with", default=None,
@@ -163,8 +163,8 @@ def main(args: Optional[argparse.Namespace] = None) -> Dict[str, float]:
 
     parser = get_parser()
     args = args if args is not None else parser.parse_args()
-    if args.split is None:
-        parser.error("--split is required")
+    if args.split is None or args.cuts_prefix is None:
+        parser.error("--split and --cuts-prefix are required")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model, params = load_model(args, device)

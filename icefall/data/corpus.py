@@ -297,23 +297,26 @@ def check_alignment(sup, tol: float = 1e-3) -> None:
 
 def write_librispeech_tree(root: Path, splits: Dict[str, int], seed: int = 0,
                            speakers_per_split: int = 2, chapters_per_speaker: int = 1,
-                           lang: str = "en", num_workers: int = 1) -> Path:
-    """A fixture laid out like LibriSpeech: ``root/LibriSpeech/<split>/<spk>/<chapter>/``
+                           lang: str = "en", num_workers: int = 1, dirname: str = "LibriSpeech",
+                           first_id: int = 1) -> Path:
+    """A fixture laid out like LibriSpeech: ``root/<dirname>/<split>/<spk>/<chapter>/``
     with ``<spk>-<chapter>-<utt:04d>.flac`` and ``<spk>-<chapter>.trans.txt``.
 
-    ``splits`` maps a split name (e.g. "train-clean-100") to its number of utterances.
-    Returns the ``LibriSpeech`` directory.
+    ``splits`` maps a split name (e.g. "train-clean-100", or a path such as "1h/0/clean") to
+    its number of utterances; speaker k of split i is numbered ``100 * (first_id + i) + k``.
+    Returns the ``<dirname>`` directory.
     """
     train_spk, test_spk = make_speakers(lang, seed)
-    base = Path(root) / "LibriSpeech"
+    base = Path(root) / dirname
     for k, (split, n) in enumerate(splits.items()):
         pool = test_spk if split.startswith(("dev", "test")) else train_spk
         spks = [pool[(k * speakers_per_split + i) % len(pool)] for i in range(speakers_per_split)]
         jobs, groups = [], {}
+        num = first_id + k
         for u in range(n):
             spk = spks[u % len(spks)]
-            spk_num = 100 * (k + 1) + spks.index(spk)  # numeric ids, as in LibriSpeech
-            chapter = 1000 * (k + 1) + (u // len(spks)) % chapters_per_speaker
+            spk_num = 100 * num + spks.index(spk)  # numeric ids, as in LibriSpeech
+            chapter = 1000 * num + (u // len(spks)) % chapters_per_speaker
             utt_id = f"{spk_num}-{chapter}-{u:04d}"
             d = base / split / str(spk_num) / str(chapter)
             jobs.append((UttSpec(id=utt_id, speaker=spk, seed=seed), str(d / f"{utt_id}.flac")))
@@ -323,6 +326,18 @@ def write_librispeech_tree(root: Path, splits: Dict[str, int], seed: int = 0,
             trans.write_text("".join(f"{results[i].spec.id} {results[i].text}\n" for i in idx),
                              encoding="utf-8")
     return base
+
+
+def write_librispeech_finetuning_tree(root: Path, utts_per_dir: int = 1, seed: int = 0,
+                                      num_workers: int = 1) -> Path:
+    """A fixture laid out like Libri-light's ``librispeech_finetuning`` archive:
+    ``root/librispeech_finetuning/{1h/{0..5}/{clean,other},9h/{clean,other}}/<spk>/<chapter>/``,
+    each a LibriSpeech-style tree of ``utts_per_dir`` utterances (speaker numbers from 5000 on,
+    apart from those of :func:`write_librispeech_tree`). Returns the ``librispeech_finetuning``
+    directory."""
+    dirs = [f"1h/{k}/{kind}" for k in range(6) for kind in ("clean", "other")] + ["9h/clean", "9h/other"]
+    return write_librispeech_tree(root, {d: utts_per_dir for d in dirs}, seed=seed, speakers_per_split=1,
+                                  num_workers=num_workers, dirname="librispeech_finetuning", first_id=50)
 
 
 def main() -> None:

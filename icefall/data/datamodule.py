@@ -48,7 +48,8 @@ class DataModule:
         g = parser.add_argument_group("Data", "data loading (icefall.data.datamodule)")
         g.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"),
                        help="directory holding <prefix>_cuts_<split>.jsonl.gz")
-        g.add_argument("--cuts-prefix", type=str, default="mini", help="corpus name prefix")
+        g.add_argument("--cuts-prefix", type=str, default=None,
+                       help="corpus name prefix (mini, librispeech, ...); each recipe script sets it")
         g.add_argument("--shar-dir", type=Path, default=None,
                        help="stream the training split from the Lhotse Shar shards under this "
                             "directory (every cuts.*.jsonl.gz below it, with its field tars; "
@@ -88,6 +89,9 @@ class DataModule:
     # ------------------------------------------------------------------ manifests
     def cuts_path(self, split: str) -> Path:
         a = self.args
+        if not a.cuts_prefix:
+            raise ValueError(f"--cuts-prefix is not set: which corpus are the cuts of split {split!r} in "
+                             f"{a.manifest_dir}? (the recipe scripts set it: mini, librispeech, vietnamese, ...)")
         return Path(a.manifest_dir) / f"{a.cuts_prefix}_cuts_{split}.jsonl.gz"
 
     def load_cuts(self, split: str):

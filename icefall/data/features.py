@@ -49,7 +49,7 @@ def make_fbank_extractor(num_mel_bins: int = NUM_MEL_BINS, device: str = "cpu",
     return Fbank(FbankConfig(num_mel_bins=num_mel_bins, device=device))
 
 
-def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix: str = "mini",
+def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix: str,
                         num_jobs: int = 1) -> Path:
     """Fbank for one split; returns the written cut manifest. Skips an existing one."""
     from lhotse import CutSet, LilcomChunkyWriter, load_manifest
@@ -103,7 +103,7 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest-dir", type=Path, required=True)
     p.add_argument("--fbank-dir", type=Path, required=True)
-    p.add_argument("--prefix", default="mini")
+    p.add_argument("--prefix", required=True, help="corpus name: <prefix>_{recordings,supervisions}_<split>")
     p.add_argument("--splits", nargs="+", required=True)
     p.add_argument("--num-jobs", type=int, default=2)
     args = p.parse_args(argv)

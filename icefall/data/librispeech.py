@@ -1,22 +1,25 @@
-"""LibriSpeech training splits built from the per-part cut manifests (``prepare.sh`` stage 3).
+"""LibriSpeech's training splits (``prepare.sh`` stage 3) and Libri-light's limited-resource
+fine-tuning sets (stage 1).
 
 Usage (from ``egs/librispeech/SSL``)::
 
-    python -m icefall.data.librispeech --fbank-dir data/fbank [--seed 42] [--ft-hours 10]
+    python -m icefall.data.librispeech splits --fbank-dir data/fbank [--seed 42]
+    python -m icefall.data.librispeech finetuning-manifests \
+        --finetuning-dir download/librispeech_finetuning --manifest-dir data/manifests
 
-Reads ``librispeech_cuts_<part>.jsonl.gz`` for the training parts present and writes
+``splits`` reads ``librispeech_cuts_<part>.jsonl.gz`` for the training parts present and writes
+``librispeech_cuts_train-all-shuf.jsonl.gz``: every cut of the training parts (960 h on the full
+corpus), in a seeded random order. Pretraining streams it lazily, so the order on disk is the
+order the sampler's shuffle buffer sees: a pre-shuffle mixes clean and other speech. It is
+written line by line from the source JSON (no lhotse objects), gzip timestamp 0: the same
+inputs and seed give the same bytes.
 
-- ``librispeech_cuts_train-all-shuf.jsonl.gz``: every cut of the training parts (960 h on the
-  full corpus), in a seeded random order. Pretraining streams it lazily, so the order on disk
-  is the order the sampler's shuffle buffer sees: a pre-shuffle mixes clean and other speech.
-- ``librispeech_cuts_train-<H>h.jsonl.gz`` (``--ft-hours H``, default 10): a fine-tuning subset
-  of train-clean-100 with ``H / 100.6`` of its audio, so about H hours on the real part and
-  the same fraction of a fixture. Cuts are taken in a seeded random order until the target
-  duration is reached. (Libri-light's official 10 h set mixes clean and other speech; this
-  subset is clean speech only, as the 100 h fine-tuning set is.)
-
-Both are written line by line from the source JSON (no lhotse objects), gzip timestamp 0: the
-same inputs and seed give the same bytes.
+``finetuning-manifests`` reads Libri-light's ``librispeech_finetuning`` archive
+(``1h/{0..5}/{clean,other}`` and ``9h/{clean,other}``, each a LibriSpeech-style
+``<speaker>/<chapter>/`` tree with ``.flac`` files and a ``.trans.txt``) and writes the lhotse
+manifests ``librispeech_{recordings,supervisions}_<set>.jsonl.gz`` of the three sets the papers
+fine-tune on (:data:`FINETUNING_SETS`): ``train-10min`` (``1h/0``), ``train-1h`` (all of ``1h``)
+and ``train-10h`` (``1h`` + ``9h``). The 100 h set is ``train-clean-100``.
 """
 from __future__ import annotations
 
@@ -26,13 +29,19 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 PARTS = ("dev-clean", "dev-other", "test-clean", "test-other",
          "train-clean-100", "train-clean-360", "train-other-500")
 TRAIN_PARTS = ("train-clean-100", "train-clean-360", "train-other-500")
-TRAIN_CLEAN_100_HOURS = 100.6  # duration of the real train-clean-100 part
 PREFIX = "librispeech"
+# Libri-light's limited-resource sets: the librispeech_finetuning directories that make each.
+_ONE_HOUR = tuple(f"1h/{k}/{kind}" for k in range(6) for kind in ("clean", "other"))
+FINETUNING_SETS: Dict[str, Sequence[str]] = {
+    "train-10min": ("1h/0/clean", "1h/0/other"),
+    "train-1h": _ONE_HOUR,
+    "train-10h": _ONE_HOUR + ("9h/clean", "9h/other"),
+}
 
 
 def cuts_path(fbank_dir: Path, split: str) -> Path:
@@ -78,9 +87,8 @@ def select_hours(lines: Sequence[str], target_seconds: float, seed: int = 42) ->
     return out
 
 
-def make_splits(fbank_dir: Path, seed: int = 42, ft_hours: float = 10.0,
-                parts: Optional[Sequence[str]] = None) -> None:
-    """Writes train-all-shuf (the training parts present, or ``parts``) and train-<H>h."""
+def make_splits(fbank_dir: Path, seed: int = 42, parts: Optional[Sequence[str]] = None) -> None:
+    """Writes train-all-shuf from the training parts present (or ``parts``)."""
     fbank_dir = Path(fbank_dir)
     parts = [p for p in (parts or TRAIN_PARTS) if cuts_path(fbank_dir, p).is_file()]
     if not parts:
@@ -88,29 +96,85 @@ def make_splits(fbank_dir: Path, seed: int = 42, ft_hours: float = 10.0,
     n = combine_shuffled([cuts_path(fbank_dir, p) for p in parts],
                          cuts_path(fbank_dir, "train-all-shuf"), seed)
     logging.info(f"train-all-shuf: {n} cuts from {' '.join(parts)}")
-    clean100 = cuts_path(fbank_dir, "train-clean-100")
-    if clean100.is_file():
-        lines = read_lines(clean100)
-        total = sum(json.loads(line)["duration"] for line in lines)
-        subset = select_hours(lines, total * ft_hours / TRAIN_CLEAN_100_HOURS, seed)
-        write_lines(subset, cuts_path(fbank_dir, f"train-{ft_hours:g}h"))
-        hours = sum(json.loads(line)["duration"] for line in subset) / 3600
-        logging.info(f"train-{ft_hours:g}h: {len(subset)} of {len(lines)} cuts, {hours:.3f} h")
-    else:
-        logging.warning(f"{clean100} missing: no fine-tuning subset")
+
+
+def read_transcripts(directory: Path) -> Dict[str, str]:
+    """{utterance id: text} of every ``*.trans.txt`` below ``directory``."""
+    out = {}
+    for trans in sorted(Path(directory).rglob("*.trans.txt")):
+        for num, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            utt, _, text = line.strip().partition(" ")
+            if not text:
+                raise ValueError(f"{trans}:{num}: expected '<utterance-id> <TEXT>', got {line!r}")
+            out[utt] = text
+    return out
+
+
+def finetuning_set_items(finetuning_dir: Path, name: str) -> List[tuple]:
+    """(utterance id, audio path, text, speaker) of Libri-light set ``name``, sorted by id."""
+    items = []
+    for sub in FINETUNING_SETS[name]:
+        d = Path(finetuning_dir) / sub
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: missing; {finetuning_dir} should hold Libri-light's "
+                                    "librispeech_finetuning archive (1h/{0..5}/{clean,other}, 9h/{clean,other})")
+        texts = read_transcripts(d)
+        audio = {f.stem: f for f in d.rglob("*.flac")}
+        if set(texts) != set(audio):
+            missing = sorted(set(texts) ^ set(audio))[:5]
+            raise ValueError(f"{d}: transcripts and .flac files differ (e.g. {missing})")
+        items += [(utt, audio[utt], texts[utt], utt.split("-")[0]) for utt in texts]
+    return sorted(items)
+
+
+def prepare_finetuning_manifests(finetuning_dir: Path, manifest_dir: Path) -> Dict[str, int]:
+    """lhotse recordings and supervisions of each Libri-light set; returns {set: utterances}.
+
+    Ids, text and fields as lhotse's LibriSpeech recipe writes them, so that the sets go through
+    the same fbank and training code as the LibriSpeech parts.
+    """
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    manifest_dir = Path(manifest_dir)
+    manifest_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in FINETUNING_SETS:
+        items = finetuning_set_items(finetuning_dir, name)
+        recs = [Recording.from_file(path, recording_id=utt) for utt, path, _, _ in items]
+        sups = [SupervisionSegment(id=utt, recording_id=utt, start=0.0, duration=rec.duration, channel=0,
+                                   text=text, language="English", speaker=spk)
+                for (utt, _, text, spk), rec in zip(items, recs)]
+        for kind, manifest in (("recordings", RecordingSet.from_recordings(recs)),
+                               ("supervisions", SupervisionSet.from_segments(sups))):
+            out = manifest_dir / f"{PREFIX}_{kind}_{name}.jsonl.gz"
+            tmp = out.with_name(".tmp." + out.name)
+            manifest.to_file(tmp)
+            tmp.replace(out)  # atomic
+        hours = sum(r.duration for r in recs) / 3600
+        logging.info(f"{name}: {len(items)} utterances, {hours:.3f} h")
+        counts[name] = len(items)
+    return counts
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fbank-dir", type=Path, default=Path("data/fbank"))
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--ft-hours", type=float, default=10.0,
-                   help="fine-tuning subset: this many hours of the real train-clean-100")
-    p.add_argument("--parts", nargs="+", default=None, help="training parts to combine")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("splits", help="train-all-shuf from the training parts' cuts")
+    s.add_argument("--fbank-dir", type=Path, default=Path("data/fbank"))
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--parts", nargs="+", default=None, help="training parts to combine")
+    f = sub.add_parser("finetuning-manifests", help="manifests of Libri-light's 10 min / 1 h / 10 h sets")
+    f.add_argument("--finetuning-dir", type=Path, required=True, help="the extracted librispeech_finetuning/")
+    f.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    make_splits(args.fbank_dir, args.seed, args.ft_hours, args.parts)
+    if args.command == "splits":
+        make_splits(args.fbank_dir, args.seed, args.parts)
+    else:
+        prepare_finetuning_manifests(args.finetuning_dir, args.manifest_dir)
 
 
 if __name__ == "__main__":

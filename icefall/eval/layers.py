@@ -212,7 +212,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a pretrain.py checkpoint (epoch-N.pt)")
     parser.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"), help="cuts with fbank and alignments")
-    parser.add_argument("--prefix", default="mini", help="cuts are <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz")
+    parser.add_argument("--prefix", default=None, help="cuts are <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz (required)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--max-cuts", type=int, default=None, help="evaluate the first N cuts only")
     parser.add_argument("--num-clusters", type=int, default=50, help="k-means units for PNMI")
@@ -230,6 +230,8 @@ def main(args: argparse.Namespace) -> None:
     from lhotse import load_manifest_lazy
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    if not args.prefix:
+        raise ValueError("--prefix is not set: the corpus name of <prefix>_cuts_<split>.jsonl.gz")
     path = args.manifest_dir / f"{args.prefix}_cuts_{args.split}.jsonl.gz"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such manifest (check --manifest-dir, --prefix, --split)")

@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a pretrain.py checkpoint")
     parser.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
-    parser.add_argument("--prefix", default="mini")
+    parser.add_argument("--prefix", required=True, help="corpus name: <prefix>_cuts_<split>.jsonl.gz")
     parser.add_argument("--splits", nargs="+", default=["dev"])
     parser.add_argument("--layers", type=int, nargs="+", required=True, help="0 = front end, 1..L encoder layers")
     parser.add_argument("--out-dir", type=Path, required=True)

@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--prefix", default="mini")
+    parser.add_argument("--prefix", required=True, help="corpus name: <prefix>_cuts_<split>.jsonl.gz")
     parser.add_argument("--fit-split", default="train-unlabeled")
     parser.add_argument("--splits", nargs="+", default=["train-unlabeled", "dev"])
     parser.add_argument("--features", choices=["mfcc", "fbank", "stored", "layer"], default="mfcc")

@@ -2,18 +2,20 @@
 # Prepares LibriSpeech for k2SSL pretraining and fine-tuning. Run from egs/librispeech/SSL:
 #
 #   ./prepare.sh [--stage N] [--stop-stage M] [--dl-dir DIR] [--parts "dev-clean ..."]
-#                [--num-jobs J] [--seed S] [--ft-hours H] [--bpe-vocab-size V]
+#                [--finetuning-dir DIR] [--num-jobs J] [--seed S] [--bpe-vocab-size V]
 #                [--num-clusters-1 K1] [--kmeans-fit-hours F] [--device cpu|cuda]
 #                [--iter1-ckpt PATH --iter2-layer N [--num-clusters-2 K2]]   (stage 6 only)
 #
 # Stages (each is skipped when its outputs exist, so re-running is cheap):
-#   0  download the parts (skipped for $dl_dir/LibriSpeech/<part> already there)
+#   0  download the parts (skipped for $dl_dir/LibriSpeech/<part> already there) and Libri-light's
+#      limited-resource sets (librispeech_finetuning.tgz -> --finetuning-dir, default
+#      $dl_dir/librispeech_finetuning; skipped when there)
 #   1  lhotse manifests                        -> data/manifests/librispeech_{recordings,supervisions}_<part>
-#   2  fbank (80-dim, 100 Hz, lilcom)          -> data/fbank/librispeech_cuts_<part>.jsonl.gz
-#   3  training splits                         -> data/fbank/librispeech_cuts_{train-all-shuf,train-<H>h}
-#        train-all-shuf: all training parts present (960 h), shuffled with --seed;
-#        train-<H>h: a seeded subset of train-clean-100 with H/100.6 of its audio (H h on the
-#        real part); see icefall/data/librispeech.py. train-clean-100 is the 100 h set.
+#        and of the fine-tuning sets the papers use: train-10min (1h/0), train-1h (1h/*),
+#        train-10h (1h/* + 9h); train-clean-100 is the 100 h set
+#   2  fbank (80-dim, 100 Hz, lilcom)          -> data/fbank/librispeech_cuts_<part or set>.jsonl.gz
+#   3  pretraining split                       -> data/fbank/librispeech_cuts_train-all-shuf.jsonl.gz
+#        all training parts present (960 h), shuffled with --seed (icefall/data/librispeech.py)
 #   4  token sets: BPE (--bpe-vocab-size, 500) and characters -> data/lang_bpe_<V>/, data/lang_char/
 #   5  k-means iteration 1: MFCC-39, K1 (100) clusters, 100 Hz -> data/kmeans-mfcc-<K1>/
 #   6  k-means iteration 2, after the first pretraining: layer N of --iter1-ckpt, K2 (500)
@@ -28,7 +30,9 @@ dl_dir=download
 parts="dev-clean dev-other test-clean test-other train-clean-100 train-clean-360 train-other-500"
 num_jobs=15
 seed=42
-ft_hours=10
+finetuning_dir=""
+ft_sets="train-10min train-1h train-10h"
+ft_url=https://dl.fbaipublicfiles.com/librilight/data/librispeech_finetuning.tgz
 bpe_vocab_size=500
 num_clusters_1=100
 num_clusters_2=500
@@ -46,7 +50,7 @@ while [ $# -gt 0 ]; do
     --parts) parts=$2; shift 2 ;;
     --num-jobs) num_jobs=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    --ft-hours) ft_hours=$2; shift 2 ;;
+    --finetuning-dir) finetuning_dir=$2; shift 2 ;;
     --bpe-vocab-size) bpe_vocab_size=$2; shift 2 ;;
     --num-clusters-1) num_clusters_1=$2; shift 2 ;;
     --num-clusters-2) num_clusters_2=$2; shift 2 ;;
@@ -54,7 +58,7 @@ while [ $# -gt 0 ]; do
     --iter1-ckpt) iter1_ckpt=$2; shift 2 ;;
     --iter2-layer) iter2_layer=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -62,6 +66,7 @@ done
 manifests=data/manifests
 fbank=data/fbank
 corpus=$dl_dir/LibriSpeech
+[ -n "$finetuning_dir" ] || finetuning_dir=$dl_dir/librispeech_finetuning
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
@@ -101,6 +106,20 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       exit 1
     fi
   done
+  if [ -d $finetuning_dir/1h ] && [ -d $finetuning_dir/9h ]; then
+    log "  $finetuning_dir exists"
+  else
+    log "  downloading Libri-light's fine-tuning sets ($ft_url)"
+    mkdir -p $dl_dir
+    if ! $PY -c "import urllib.request as u; u.urlretrieve('$ft_url', '$dl_dir/librispeech_finetuning.tgz')" \
+        || ! tar xzf $dl_dir/librispeech_finetuning.tgz -C $(dirname $finetuning_dir) \
+        || [ ! -d $finetuning_dir/9h ]; then
+      log "Could not download $ft_url. Without internet access, fetch it elsewhere and"
+      log "extract it: tar xzf librispeech_finetuning.tgz -C $dl_dir (it unpacks to"
+      log "$dl_dir/librispeech_finetuning/{1h,9h}/), or point --finetuning-dir at that directory."
+      exit 1
+    fi
+  fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
@@ -118,19 +137,26 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 p('$corpus', dataset_parts=[$list], output_dir='$manifests', num_jobs=$num_jobs)"
     for part in $todo; do touch $manifests/.$part.done; done
   fi
+  if [ -f $manifests/.finetuning.done ]; then
+    log "  $ft_sets done before"
+  else
+    $PY -m icefall.data.librispeech finetuning-manifests --finetuning-dir $finetuning_dir \
+      --manifest-dir $manifests
+    touch $manifests/.finetuning.done
+  fi
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: compute fbank ($num_jobs jobs)"
   # icefall.data.features skips a part whose cuts already exist.
   $PY -m icefall.data.features --manifest-dir $manifests --fbank-dir $fbank \
-    --prefix librispeech --splits $(present_parts) --num-jobs $num_jobs
+    --prefix librispeech --splits $(present_parts) $ft_sets --num-jobs $num_jobs
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: train-all-shuf and train-${ft_hours}h"
+  log "Stage 3: train-all-shuf"
   if [ ! -f $fbank/.splits.done ]; then
-    $PY -m icefall.data.librispeech --fbank-dir $fbank --seed $seed --ft-hours $ft_hours
+    $PY -m icefall.data.librispeech splits --fbank-dir $fbank --seed $seed
     touch $fbank/.splits.done
   else
     log "  done before ($fbank/.splits.done)"

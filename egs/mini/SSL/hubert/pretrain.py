@@ -11,6 +11,7 @@ from icefall.ssl.pretrain import get_parser, main
 
 if __name__ == "__main__":
     parser = get_parser(
+        cuts_prefix="mini",
         encoder="hubert-tiny",
         frontend="cnn",
         manifest_dir="data/kmeans-fbank-100",

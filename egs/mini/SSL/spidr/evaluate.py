@@ -11,4 +11,4 @@ the logic is in ``icefall.eval.layers``.
 from icefall.eval.layers import get_parser, main
 
 if __name__ == "__main__":
-    main(get_parser(manifest_dir="data/fbank", split="dev", num_clusters=50).parse_args())
+    main(get_parser(prefix="mini", manifest_dir="data/fbank", split="dev", num_clusters=50).parse_args())

@@ -15,6 +15,7 @@ from icefall.ssl.pretrain import get_parser, main
 if __name__ == "__main__":
     parser = get_parser(
         method="spidr",
+        cuts_prefix="mini",
         encoder="hubert-tiny",
         frontend="fbank",
         manifest_dir="data/fbank",

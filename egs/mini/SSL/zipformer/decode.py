@@ -15,6 +15,7 @@ from icefall.asr.decode import get_parser, main
 if __name__ == "__main__":
     parser = get_parser(
         exp_dir="zipformer/exp-ft",
+        cuts_prefix="mini",
         lang_dir="data/lang_char",
         decoding_method="ctc-greedy-search",
         test_splits=["test", "dev"],

@@ -9,6 +9,7 @@ FINETUNE = dict(
     # Zipformer's schedules (layer drop, bypass, balancers, ...) span ~20k batches of 600 s;
     # counting each second of audio as a batch fits them into a run of a few hundred batches.
     ref_duration=1.0,
+    cuts_prefix="mini",
     lang_dir="data/lang_char",
     use_ctc=True,
     use_transducer=False,

@@ -9,7 +9,9 @@ Each output cut has ``custom["layer_<k>"]`` ((T, D) at 50 Hz, ``cut.load_custom(
 For k-means labels of iteration 2 use ``python -m icefall.ssl.labels --features layer``.
 The logic is in ``icefall.ssl.extract``.
 """
+import sys
+
 from icefall.ssl.extract import main
 
 if __name__ == "__main__":
-    main()
+    main(["--prefix", "mini", *sys.argv[1:]])

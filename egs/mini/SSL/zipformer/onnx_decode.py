@@ -10,4 +10,4 @@ Every option: ``--help``; the logic is in ``icefall.asr.onnx_decode``.
 from icefall.asr.onnx_decode import get_parser, main
 
 if __name__ == "__main__":
-    main(get_parser().parse_args())
+    main(get_parser(cuts_prefix="mini").parse_args())

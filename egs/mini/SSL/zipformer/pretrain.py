@@ -12,6 +12,7 @@ from icefall.ssl.pretrain import get_parser, main
 if __name__ == "__main__":
     parser = get_parser(
         encoder="zipformer-tiny",
+        cuts_prefix="mini",
         frontend="fbank",  # stored fbank: cheaper on CPU than the waveform CNN
         # A light Conv2d front end for CPU, and no dropout: a 1M model on 2 h underfits.
         encoder_overrides="frontend_layer3_channels=32,dropout=0.0",
