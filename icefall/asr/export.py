@@ -17,7 +17,7 @@ writes into ``--exp-dir``:
   -onnx itself only feeds fbank). Metadata: model_type, version, comment, vocab_size,
   context_size, blank_id, feature_type, feature_dim, sample_rate, frame_rate, subsampling_factor.
 - ``jit/``: the same four modules traced with TorchScript (``<name>_jit_trace.pt``, same inputs and
-  outputs as the ONNX files).
+  outputs as the ONNX files, the metadata as the extra file ``metadata.json``), plus ``tokens.txt``.
 
 The Zipformer cannot be scripted (``torch.jit.script``): its training-time regularisers draw
 Python random numbers. It is traced, with two internals swapped for trace-friendly equivalents
@@ -28,6 +28,7 @@ ONNX uses the TorchScript-based exporter (``dynamo=False``), which needs no extr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import shutil
@@ -292,16 +293,20 @@ def check_exported(
 
 
 def export_torchscript(model: AsrModel, model_params: AttributeDict, out_dir: Path) -> Dict[str, float]:
-    """Trace every module into ``out_dir/<name>_jit_trace.pt``; returns the check diffs."""
+    """Trace every module into ``out_dir/<name>_jit_trace.pt`` (with the ONNX files' metadata as
+    the extra file ``metadata.json``); returns the check diffs."""
+    from icefall.asr.exported import JIT_METADATA
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = export_specs(model, model_params)
+    meta = json.dumps(model_metadata(model, model_params))
     traced = {}
     with exporting():
         for spec in specs:
             m = torch.jit.trace(spec.module, spec.make_inputs(spec.trace_size, 0), check_trace=False)
             path = out_dir / f"{spec.name}_jit_trace.pt"
-            torch.jit.save(m, str(path))
+            torch.jit.save(m, str(path), _extra_files={JIT_METADATA: meta})
             traced[spec.name] = torch.jit.load(str(path))
             logging.info(f"Saved {path}")
 
@@ -398,6 +403,7 @@ def export(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     report = {}
     if args.jit:
         report["jit"] = export_torchscript(model, model_params, exp_dir / "jit")
+        copy_tokens(args.lang_dir, exp_dir / "jit")
     if args.onnx:
         report["onnx"] = export_onnx(model, model_params, exp_dir / "onnx", args.opset)
         copy_tokens(args.lang_dir, exp_dir / "onnx")

@@ -4,9 +4,8 @@
     ./zipformer/onnx_decode.py --model-dir zipformer/exp-ft/onnx --test-splits test dev
 
 ``--model-dir`` holds ``encoder/decoder/joiner.onnx`` (transducer) and/or ``model.onnx`` (CTC)
-and ``tokens.txt``. The search code is the PyTorch one (``icefall.asr.search`` / ``ctc``): the
-ONNX decoder and joiner are wrapped to look like the ``Decoder``/``Joiner`` modules, so ONNX and
-PyTorch greedy search agree token for token when the networks agree. Split results go to
+and ``tokens.txt``. The search code is the PyTorch one (``icefall.asr.exported``), so ONNX and
+PyTorch searches agree token for token when the networks agree. Split results go to
 ``<model-dir>/<method>/{recogs,errs,wer-summary}-<split>-onnx-<method>.txt``.
 """
 from __future__ import annotations
@@ -16,111 +15,15 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-import torch
 from torch import Tensor
 
-from icefall.asr.ctc import ctc_greedy_search, ctc_prefix_beam_search
 from icefall.asr.decode import BEAM_METHODS, CTC_METHODS, TRANSDUCER_METHODS, decode_dataloader, split_dataloaders
+from icefall.asr.exported import OnnxAsrModel
 from icefall.asr.pretrained import read_inputs
-from icefall.asr.search import greedy_search_batch, modified_beam_search
 from icefall.data.datamodule import DataModule
 from icefall.data.tokenizer import load_tokenizer
 from icefall.eval.wer import save_results
 from icefall.utils import setup_logger
-
-
-class _OnnxDecoder:
-    """``Decoder``'s decoding call (``need_pad=False``) over decoder.onnx, whose output is already
-    projected by the joiner's decoder_proj."""
-
-    def __init__(self, session, blank_id: int, context_size: int) -> None:
-        self.session, self.blank_id, self.context_size = session, blank_id, context_size
-
-    def __call__(self, y: Tensor, need_pad: bool = False) -> Tensor:
-        """y: (N, context_size) -> (N, 1, joiner_dim)."""
-        assert not need_pad, "decoder.onnx takes exactly context_size tokens"
-        out = self.session.run(["decoder_out"], {"y": y.cpu().numpy().astype(np.int64)})[0]
-        return torch.from_numpy(out).unsqueeze(1)
-
-
-class _OnnxJoiner:
-    """``Joiner`` over joiner.onnx; the projections are identities (encoder.onnx and decoder.onnx
-    output projected vectors)."""
-
-    def __init__(self, session) -> None:
-        self.session = session
-
-    @staticmethod
-    def encoder_proj(x: Tensor) -> Tensor:
-        return x
-
-    decoder_proj = encoder_proj
-
-    def __call__(self, encoder_out: Tensor, decoder_out: Tensor, project_input: bool = False) -> Tensor:
-        """(N, joiner_dim) x 2 -> logits (N, vocab_size)."""
-        feeds = {"encoder_out": encoder_out.cpu().numpy(), "decoder_out": decoder_out.cpu().numpy()}
-        return torch.from_numpy(self.session.run(["logit"], feeds)[0])
-
-
-class OnnxAsrModel:
-    """The files of ``export.py`` in ``model_dir``, run with onnxruntime on CPU.
-
-    Has the ``decoder``/``joiner`` attributes the transducer searches use.
-    """
-
-    def __init__(self, model_dir: Path, num_threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        model_dir = Path(model_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = num_threads
-
-        def load(name: str):
-            path = model_dir / f"{name}.onnx"
-            if not path.is_file():
-                return None
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-        self.encoder, self.ctc_model = load("encoder"), load("model")
-        if self.encoder is None and self.ctc_model is None:
-            raise FileNotFoundError(f"{model_dir} has neither encoder.onnx nor model.onnx (run export.py)")
-        self.use_transducer, self.use_ctc = self.encoder is not None, self.ctc_model is not None
-        self.meta = (self.encoder or self.ctc_model).get_modelmeta().custom_metadata_map
-        self.blank_id = int(self.meta["blank_id"])
-        self.input_type = "wav" if self.meta["feature_type"] == "waveform" else "fbank"
-        if self.use_transducer:
-            self.decoder = _OnnxDecoder(load("decoder"), self.blank_id, int(self.meta["context_size"]))
-            self.joiner = _OnnxJoiner(load("joiner"))
-
-    @staticmethod
-    def _run(session, names: List[str], x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
-        out, lens = session.run(names, {"x": x.float().numpy(), "x_lens": x_lens.to(torch.int64).numpy()})
-        return torch.from_numpy(out), torch.from_numpy(lens)
-
-    def run_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
-        """(x, x_lens) -> (encoder_out (N, T', joiner_dim), encoder_out_lens)."""
-        return self._run(self.encoder, ["encoder_out", "encoder_out_lens"], x, x_lens)
-
-    def run_ctc(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
-        """(x, x_lens) -> (log_probs (N, T', vocab_size), log_probs_len)."""
-        return self._run(self.ctc_model, ["log_probs", "log_probs_len"], x, x_lens)
-
-    def decode(self, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4) -> List[List[int]]:
-        """Token ids of each utterance; x: (N, T, 80) fbank or (N, samples) waveform."""
-        if method in TRANSDUCER_METHODS:
-            if not self.use_transducer:
-                raise ValueError(f"{method} needs encoder/decoder/joiner.onnx; use ctc-greedy-search")
-            enc, lens = self.run_encoder(x, x_lens)
-            if method == "greedy_search":
-                return greedy_search_batch(self, enc, lens)
-            return modified_beam_search(self, enc, lens, beam=beam_size)
-        if not self.use_ctc:
-            raise ValueError(f"{method} needs model.onnx; use greedy_search")
-        log_probs, lens = self.run_ctc(x, x_lens)
-        if method == "ctc-greedy-search":
-            return ctc_greedy_search(log_probs, lens, self.blank_id)
-        return ctc_prefix_beam_search(log_probs, lens, beam=beam_size, blank=self.blank_id)
 
 
 def get_parser(**defaults) -> argparse.ArgumentParser:
@@ -148,7 +51,7 @@ def onnx_decode(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str, flo
     """Transcribe ``args.sound_files`` (printed as ``file: transcript``) and decode
     ``args.test_splits``; returns ({file: transcript}, {split: WER %})."""
     model = OnnxAsrModel(args.model_dir, args.num_threads)
-    method = args.decoding_method or ("greedy_search" if model.use_transducer else "ctc-greedy-search")
+    method = args.decoding_method or model.default_method()
     tokenizer = load_tokenizer(args.tokens_dir or args.model_dir)
     texts: Dict[str, str] = {}
     wers: Dict[str, float] = {}
