@@ -18,7 +18,7 @@ import torch
 
 from icefall.asr.decode import CTC_METHODS, TRANSDUCER_METHODS
 from icefall.asr.exported import JitAsrModel
-from icefall.asr.pretrained import read_inputs
+from icefall.asr.pretrained import read_inputs, show_transcripts
 from icefall.data.tokenizer import load_tokenizer
 
 
@@ -44,10 +44,7 @@ def transcribe(args: argparse.Namespace) -> Dict[str, str]:
     tokenizer = load_tokenizer(args.tokens_dir or args.model_dir)
     x, x_lens = read_inputs(args.sound_files, model.input_type)
     hyps = model.decode(x, x_lens, args.decoding_method or model.default_method(), args.beam_size)
-    out = {str(p): tokenizer.decode(h) for p, h in zip(args.sound_files, hyps)}
-    for path, text in out.items():
-        print(f"{path}: {text}")
-    return out
+    return show_transcripts(args.sound_files, hyps, tokenizer)
 
 
 def main(args: Optional[argparse.Namespace] = None) -> Dict[str, str]:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from icefall.asr.decode import BEAM_METHODS, CTC_METHODS, TRANSDUCER_METHODS, decode_dataloader, split_dataloaders
 from icefall.asr.exported import OnnxAsrModel
-from icefall.asr.pretrained import read_inputs
+from icefall.asr.pretrained import read_inputs, show_transcripts
 from icefall.data.datamodule import DataModule
 from icefall.data.tokenizer import load_tokenizer
 from icefall.eval.wer import save_results
@@ -57,9 +57,7 @@ def onnx_decode(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str, flo
     wers: Dict[str, float] = {}
     if args.sound_files:
         x, x_lens = read_inputs(args.sound_files, model.input_type)
-        for path, hyp in zip(args.sound_files, model.decode(x, x_lens, method, args.beam_size)):
-            texts[str(path)] = tokenizer.decode(hyp)
-            print(f"{path}: {texts[str(path)]}")
+        texts = show_transcripts(args.sound_files, model.decode(x, x_lens, method, args.beam_size), tokenizer)
     if args.test_splits:
         res_dir = Path(args.res_dir or Path(args.model_dir) / method)
         key = f"onnx-{method}" + (f"-beam-{args.beam_size}" if method in BEAM_METHODS else "")

@@ -69,7 +69,12 @@ def transcribe(args: argparse.Namespace) -> Dict[str, str]:
     tokenizer = load_tokenizer(args.lang_dir)
     x, x_lens = read_inputs(args.sound_files, input_type(model_params))
     hyps = decode_batch(model, x, x_lens, args.decoding_method, args.beam_size)
-    out = {str(p): tokenizer.decode(h) for p, h in zip(args.sound_files, hyps)}
+    return show_transcripts(args.sound_files, hyps, tokenizer)
+
+
+def show_transcripts(paths: Sequence[Path], hyps: Sequence[Sequence[int]], tokenizer) -> Dict[str, str]:
+    """{file: transcript} of the token ids ``hyps``, each printed as ``file: transcript``."""
+    out = {str(p): tokenizer.decode(h) for p, h in zip(paths, hyps)}
     for path, text in out.items():
         print(f"{path}: {text}")
     return out
