@@ -397,3 +397,14 @@ def test_an_epoch_with_bad_cuts_completes(corpus, tmp_path):
     assert ds.num_dropped == 2  # corrupt audio, malformed labels
     assert f.dropped == {k: 1 for k in ("missing_file", "sampling_rate", "too_short",
                                         "label_mismatch", "no_labels")}
+
+
+def test_the_corpus_has_no_library_default(tmp_path):
+    """Library defaults name no corpus: without --cuts-prefix loading cuts says what is missing."""
+    p = argparse.ArgumentParser()
+    DataModule.add_arguments(p)
+    args = p.parse_args(["--manifest-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--cuts-prefix is not set.*'dev'"):
+        DataModule(args).load_cuts("dev")
+    args.cuts_prefix = "librispeech"
+    assert DataModule(args).cuts_path("dev") == tmp_path / "librispeech_cuts_dev.jsonl.gz"

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from icefall.asr.ctc import ctc_greedy_search, ctc_prefix_beam_search
+from icefall.asr.decode import TRANSDUCER_METHODS
 from icefall.asr.search import greedy_search_batch, modified_beam_search
 
 TRANSDUCER_MODULES = ("encoder", "decoder", "joiner")
@@ -87,8 +88,6 @@ class ExportedAsrModel:
 
     def decode(self, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4) -> List[List[int]]:
         """Token ids of each utterance; x: (N, T, 80) fbank or (N, samples) waveform."""
-        from icefall.asr.decode import TRANSDUCER_METHODS
-
         if method in TRANSDUCER_METHODS:
             if not self.use_transducer:
                 raise ValueError(f"{method} needs the exported encoder/decoder/joiner; use ctc-greedy-search")
