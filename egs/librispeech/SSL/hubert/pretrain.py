@@ -7,6 +7,11 @@
 Continue from an official fairseq checkpoint: convert it first
 (``./hubert/convert_fairseq.py --in hubert_base_ls960.pt --out hubert/exp/fairseq-init.pt``;
 docs/fairseq.md). See ``--help`` for every option.
+
+Fine-tuning, decoding and export use the zipformer/ scripts, which read the architecture from
+the checkpoint: ``./zipformer/finetune.py --init-ckpt hubert/exp-pretrain/epoch-45.pt --exp-dir
+hubert/exp-ft100h``, then ``./zipformer/decode.py --exp-dir hubert/exp-ft100h ...`` and
+``./zipformer/export.py --exp-dir hubert/exp-ft100h ...`` (docs/librispeech.md).
 """
 from icefall.ssl.pretrain import get_parser, main
 

@@ -5,7 +5,8 @@
     ./spidr/pretrain.py --world-size 8 --use-bf16 true
     ./spidr/pretrain.py --method dinosr ...     # DinoSR: all heads on the last layer
 
-No k-means labels are needed. See docs/spidr.md and ``--help``.
+No k-means labels are needed. See docs/spidr.md and ``--help``. Fine-tuning, decoding and
+export use the zipformer/ scripts with ``--init-ckpt spidr/exp/epoch-45.pt`` (docs/librispeech.md).
 """
 from icefall.ssl.pretrain import get_parser, main
 

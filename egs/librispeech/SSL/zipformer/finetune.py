@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Fine-tune the k2SSL Zipformer on LibriSpeech 100 h (or 10 h) with pruned RNN-T (BPE 500)
-or CTC (letters).
+"""Fine-tune the k2SSL Zipformer on LibriSpeech 100 h (train-clean-100) or Libri-light's
+train-10h / train-1h / train-10min with pruned RNN-T (BPE 500) or CTC (letters); then
+decode.py and export.py.
 
     cd egs/librispeech/SSL
     ./zipformer/finetune.py --world-size 8 --use-fp16 true \\
         --init-ckpt zipformer/exp-pretrain/epoch-45.pt --exp-dir zipformer/exp-ft100h
+    ./zipformer/finetune.py ... --train-split train-10h --exp-dir zipformer/exp-ft10h
     ./zipformer/finetune.py ... --use-transducer false --use-ctc true --lang-dir data/lang_char
+
+The hubert/ and spidr/ pretraining checkpoints fine-tune with this script too (the architecture
+comes from the checkpoint): ``--init-ckpt hubert/exp-pretrain/epoch-45.pt``.
 
 A converted or original fairseq HuBERT works too: ``--init-ckpt fairseq:hubert_base_ls960.pt``.
 """
