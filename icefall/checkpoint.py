@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -49,14 +50,80 @@ def atomic_torch_save(obj: Any, filename: PathLike) -> None:
             tmp.unlink()
 
 
-def load_file(filename: PathLike, map_location: str = "cpu") -> Dict[str, Any]:
-    """Load one of our checkpoints (trusted pickles: params and RNG states are not tensors)."""
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint's pickle names a global that loading it would call (possibly to run code);
+    the message names the file and the global."""
+
+
+_GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _legacy_globals() -> List[Any]:
+    """Harmless globals that checkpoints written before our files were plain data hold: numpy
+    arrays (RNG state) and paths (params). Rebuilding them runs no code of the file's choice."""
+    import pathlib
+
+    import numpy as np
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array rebuilder
+    return [
+        np.ndarray, np.dtype, type(np.dtype("uint32")), pathlib.PosixPath, pathlib.PurePosixPath,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),  # numpy 1 pickles
+        (reconstruct, "numpy._core.multiarray._reconstruct"),  # numpy 2 pickles
+    ]
+
+
+def load_file(filename: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load a file of weights (any of our checkpoints, ``pretrained.pt``, averaged models)
+    without running code: ``torch.load(weights_only=True)``, which rebuilds only tensors and
+    plain Python values. Every load of weights in the project goes through here (fairseq
+    pickles through the restricted unpickler of ``icefall.ssl.fairseq_import``).
+
+    Raises FileNotFoundError, UnsafeCheckpointError (the pickle asks for a global such as
+    ``posix.system``; the file is refused and nothing of it runs) or RuntimeError (truncated /
+    not a torch file), each naming ``filename``.
+    """
     if not Path(filename).is_file():
         raise FileNotFoundError(f"Checkpoint not found: {filename}")
     try:
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_legacy_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = _GLOBAL_IN_ERROR.search(str(e))
+        what = f"global {m.group(1)}" if m else str(e).splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"Refusing to load {filename}: its pickle asks for {what}, which a file of weights "
+            "never needs and which could run code. Our checkpoints are plain tensors and "
+            "values; a fairseq checkpoint is given as fairseq:<path>."
+        ) from None
     except Exception as e:  # truncated / not a checkpoint
         raise RuntimeError(f"Cannot read checkpoint {filename}: {e}") from e
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` as plain values that ``weights_only`` loading accepts: dict subclasses and
+    Namespaces -> dict, paths -> str, numpy scalars/arrays -> Python numbers / tensors; other
+    objects -> ``str``. Tensors, numbers, strings, None and containers of them stay."""
+    import argparse
+
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    if isinstance(obj, dict):
+        return {k if isinstance(k, (str, int)) else str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [to_plain(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return obj
+    return str(obj)
 
 
 def save_checkpoint(
@@ -86,7 +153,8 @@ def save_checkpoint(
         "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng if rng is not None else get_rng_state(),
-        "params": dict(params) if params is not None else {},
+        # plain values only, so that loading needs no pickled classes (see load_file)
+        "params": to_plain(dict(params)) if params is not None else {},
     }
     atomic_torch_save(checkpoint, filename)
     logging.info(f"Saved checkpoint to {filename}")

@@ -58,10 +58,12 @@ def fix_random_seed(seed: int) -> None:
 
 
 def get_rng_state() -> Dict:
-    """Snapshot of every RNG that training touches, for exact resume."""
+    """Snapshot of every RNG that training touches, for exact resume; plain values and
+    tensors only (numpy's key as an int64 tensor), so checkpoints load with weights_only."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -71,7 +73,9 @@ def get_rng_state() -> Dict:
 
 def set_rng_state(state: Dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    key = np.asarray(key.numpy() if isinstance(key, torch.Tensor) else key, dtype=np.uint32)
+    np.random.set_state((kind, key, pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
