@@ -2,8 +2,9 @@
 
 File names follow icefall: ``epoch-N.pt`` at the end of epoch N, ``checkpoint-B.pt`` after global
 batch B, ``best-train-loss.pt`` / ``best-valid-loss.pt``. A checkpoint is a dict with keys
-``model``, ``model_avg``, ``optimizer``, ``scheduler``, ``sampler``, ``grad_scaler``, ``rng`` and
-``params`` (the AttributeDict of the run, including ``batch_idx_train``).
+``model``, ``model_avg``, ``optimizer``, ``scheduler``, ``sampler``, ``grad_scaler``, ``rng``,
+``training_state`` (hidden module state, see :func:`get_training_state`) and ``params`` (the
+run's options as plain values, including ``batch_idx_train``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,27 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(
         model, nn.parallel.DistributedDataParallel
     ) else model
+
+
+def get_training_state(model: nn.Module) -> Dict[str, Dict[str, Any]]:
+    """``{module name: state}`` of every module with training state outside its state dict
+    (modules that define ``training_state()``, e.g. Whiten's probability, which changes
+    inside backward). Kept out of the state dict so that exports and key lists do not change."""
+    return {
+        name: m.training_state()
+        for name, m in unwrap_model(model).named_modules()
+        if callable(getattr(m, "training_state", None))
+    }
+
+
+def set_training_state(model: nn.Module, state: Dict[str, Dict[str, Any]]) -> None:
+    """Put back what :func:`get_training_state` returned; names must match the model."""
+    modules = dict(unwrap_model(model).named_modules())
+    unknown = sorted(set(state) - set(modules))
+    if unknown:
+        raise KeyError(f"training state of modules the model does not have: {unknown[:5]}")
+    for name, s in state.items():
+        modules[name].load_training_state(s)
 
 
 def atomic_torch_save(obj: Any, filename: PathLike) -> None:
@@ -137,10 +159,12 @@ def save_checkpoint(
     scaler: Optional[Any] = None,
     rank: int = 0,
     rng: Optional[Any] = None,
+    training_state: Optional[Any] = None,
 ) -> None:
     """Save the full training state atomically. Only rank 0 writes.
 
-    ``rng``: the RNG states to store (e.g. one per DDP rank); default this process's.
+    ``rng``, ``training_state``: the RNG states and hidden module state to store (e.g. one per
+    DDP rank); default this process's.
     """
     if rank != 0:
         return
@@ -153,6 +177,7 @@ def save_checkpoint(
         "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng if rng is not None else get_rng_state(),
+        "training_state": training_state if training_state is not None else get_training_state(model),
         # plain values only, so that loading needs no pickled classes (see load_file)
         "params": to_plain(dict(params)) if params is not None else {},
     }
@@ -171,12 +196,19 @@ def load_checkpoint(
 ) -> Dict[str, Any]:
     """Restore what is given from ``filename``; returns the whole checkpoint dict.
 
-    The caller restores the sampler and RNG states itself (they must be applied at the right
-    moment of the epoch loop, see ``icefall.trainer``).
+    The model's hidden training state is restored too (of rank 0 when it was saved per rank;
+    the trainer puts back each rank's own). The caller restores the sampler and RNG states
+    itself (they must be applied at the right moment of the epoch loop, see
+    ``icefall.trainer``).
     """
     logging.info(f"Loading checkpoint from {filename}")
     ckpt = load_file(filename)
     unwrap_model(model).load_state_dict(ckpt["model"], strict=strict)
+    training_state = ckpt.get("training_state")
+    if training_state:
+        if "per_rank" in training_state:
+            training_state = training_state["per_rank"][0]
+        set_training_state(model, training_state)
     if model_avg is not None and ckpt.get("model_avg") is not None:
         model_avg.load_state_dict(ckpt["model_avg"], strict=strict)
         model_avg.to(torch.float64)

@@ -29,10 +29,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from icefall.checkpoint import (
     copy_checkpoint,
+    get_training_state,
     load_checkpoint,
     remove_checkpoints,
     save_checkpoint,
     save_checkpoint_with_global_batch_idx,
+    set_training_state,
     update_averaged_model,
 )
 from icefall.diagnostics import InfCheck, save_batch, scan_pessimistic_batches_for_oom
@@ -233,6 +235,9 @@ class Trainer:
             filename, self.model, model_avg=self.model_avg, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler,
         )
+        hidden = ckpt.get("training_state") or {}
+        if "per_rank" in hidden:  # load_checkpoint put back rank 0's; this rank wants its own
+            set_training_state(self.model, hidden["per_rank"][self.rank % len(hidden["per_rank"])])
         saved = ckpt["params"]
         for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch", "best_valid_epoch"):
             if k in saved:
@@ -483,16 +488,18 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
         """What a checkpoint holds. Collective under DDP: every rank must call it."""
-        rng = get_rng_state()
+        rng, hidden = get_rng_state(), get_training_state(self.model)
         if self.world_size > 1:
-            # Each rank draws its own masks and dropout: resume needs every rank's RNGs.
+            # Each rank draws its own masks and dropout, and its Whiten modules see their own
+            # data: resume needs every rank's RNGs and hidden module state.
             states = [None] * self.world_size
-            dist.all_gather_object(states, rng)
-            rng = {"per_rank": states}
+            dist.all_gather_object(states, (rng, hidden))
+            rng = {"per_rank": [s[0] for s in states]}
+            hidden = {"per_rank": [s[1] for s in states]}
         return dict(
             model=self.model, model_avg=self.model_avg, params=self.params,
             optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
-            scaler=self.scaler, rank=self.rank, rng=rng,
+            scaler=self.scaler, rank=self.rank, rng=rng, training_state=hidden,
         )
 
     def _save_batch_checkpoint(self) -> None:
