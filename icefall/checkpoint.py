@@ -95,7 +95,9 @@ def _legacy_globals() -> List[Any]:
     ]
 
 
-def load_file(filename: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load_file(
+    filename: PathLike, map_location: Union[str, torch.device] = "cpu", mmap: bool = False
+) -> Dict[str, Any]:
     """Load a file of weights (any of our checkpoints, ``pretrained.pt``, averaged models)
     without running code: ``torch.load(weights_only=True)``, which rebuilds only tensors and
     plain Python values. Every load of weights in the project goes through here (fairseq
@@ -103,13 +105,14 @@ def load_file(filename: PathLike, map_location: Union[str, torch.device] = "cpu"
 
     Raises FileNotFoundError, UnsafeCheckpointError (the pickle asks for a global such as
     ``posix.system``; the file is refused and nothing of it runs) or RuntimeError (truncated /
-    not a torch file), each naming ``filename``.
+    not a torch file), each naming ``filename``. ``mmap``: map tensors instead of reading them
+    (cheap when only ``params`` is wanted).
     """
     if not Path(filename).is_file():
         raise FileNotFoundError(f"Checkpoint not found: {filename}")
     try:
         with torch.serialization.safe_globals(_legacy_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         m = _GLOBAL_IN_ERROR.search(str(e))
         what = f"global {m.group(1)}" if m else str(e).splitlines()[0]
@@ -242,6 +245,36 @@ def find_checkpoints(out_dir: PathLike, iteration: int = 0) -> List[str]:
     if iteration >= 0:
         return [f for b, f in found if b >= iteration]
     return [f for b, f in found if b <= -iteration]
+
+
+def find_epoch_checkpoints(out_dir: PathLike) -> List[Path]:
+    """``epoch-N.pt`` files in ``out_dir``, newest (largest N) first."""
+    found = []
+    for f in Path(out_dir).glob("epoch-*.pt"):
+        m = re.fullmatch(r"epoch-(\d+)\.pt", f.name)
+        if m:
+            found.append((int(m.group(1)), f))
+    return [f for _, f in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(out_dir: PathLike) -> Optional[Path]:
+    """The checkpoint latest in training among ``epoch-N.pt`` and ``checkpoint-B.pt`` (every
+    file there is complete: saves are atomic), or None. A ``checkpoint-B.pt`` counts as later
+    than the newest epoch file only when B is beyond that epoch's last batch."""
+    epochs = find_epoch_checkpoints(out_dir)
+    batches = find_checkpoints(out_dir)
+    if not batches:
+        return epochs[0] if epochs else None
+    newest_batch = Path(batches[0])
+    if not epochs:
+        return newest_batch
+    b = int(re.search(r"checkpoint-(\d+)\.pt$", newest_batch.name).group(1))
+    try:
+        epoch_end = load_file(epochs[0], mmap=True)["params"]["batch_idx_train"]
+    except (RuntimeError, KeyError, TypeError) as e:
+        logging.warning(f"{epochs[0]}: cannot read its batch count ({e}); taking {newest_batch}")
+        return newest_batch
+    return newest_batch if b > epoch_end else epochs[0]
 
 
 def remove_checkpoints(out_dir: PathLike, topk: int, rank: int = 0) -> None:
