@@ -552,14 +552,24 @@ class Trainer:
         p = self.params
         self.model.eval()
         tot = MetricsTracker()
+        num_batches = num_empty = 0
         for batch in self.valid_dl:
+            num_batches += 1
             if batch is None:
+                num_empty += 1
                 continue
             with autocast_context(self.device, p.use_fp16, p.use_bf16):
                 loss, info = self.compute_loss(self.model, batch, False)
             tot = tot + info
         tot.reduce(self.device)
-        loss = tot["loss"] / max(tot["frames"], 1)
+        if tot["frames"] <= 0:
+            # A loss of 0 from nothing would become the "best" and be saved as best-valid-loss.pt.
+            raise TrainingError(
+                f"Validation read nothing: {num_batches} batches, {num_empty} of them with every "
+                "cut unreadable (see the warnings above). Check the validation manifest "
+                "(--valid-split) and that its audio/feature files exist."
+            )
+        loss = tot["loss"] / tot["frames"]
         if loss < p.best_valid_loss:
             p.best_valid_loss = loss
             p.best_valid_epoch = p.get("cur_epoch", 0)

@@ -361,6 +361,25 @@ def test_filter_counts_and_logs_every_bad_kind(corpus, tmp_path, caplog):
     assert CutFilter(max_duration=1.0).reason(good[0]) == "too_long"
 
 
+def test_labels_outside_the_classes_are_dropped_by_name(corpus, tmp_path, caplog):
+    """Before: ``IndexError: Target -1 is out of bounds`` mid-epoch, no cut named. Now the
+    filter drops such cuts before batching, names each and counts them."""
+    from lhotse.utils import fastcopy
+    good, _ = _bad_cuts(corpus, tmp_path)
+    values = good[0].custom["kmeans"].split()  # labels 0..12
+    negative = fastcopy(good[0], id="negative", custom={"kmeans": " ".join(["-1"] + values[1:])})
+    too_big = fastcopy(good[0], id="toobig", custom={"kmeans": " ".join(values[:-1] + ["13"])})
+    args = _args(corpus)
+    args.num_classes = 13  # as pretrain.py's --num-classes
+    f = DataModule(args).cut_filter(label_rate=50)
+    with caplog.at_level(logging.WARNING):
+        assert [f(c) for c in (negative, too_big, *good)] == [False, False] + [True] * len(good)
+    assert f.dropped == {"label_out_of_range": 2}
+    assert "dropping cut negative (label_out_of_range, --num-classes 13" in caplog.text
+    assert "dropping cut toobig" in caplog.text
+    assert "label_out_of_range': 2" in f.summary()
+
+
 def test_datasets_drop_unreadable_cuts_with_a_named_warning(corpus, tmp_path, caplog):
     from lhotse import CutSet
     good, bad = _bad_cuts(corpus, tmp_path)

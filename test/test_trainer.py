@@ -253,3 +253,17 @@ def test_start_epoch_after_a_kill_while_saving_points_at_the_newest_checkpoint(t
     (tmp_path / "exp" / "epoch-2.pt").unlink()  # killed while writing it: it never appeared
     with pytest.raises(FileNotFoundError, match=r"epoch-2.pt does not exist.*checkpoint-12.pt.*--start-batch 12"):
         run(tmp_path / "exp", num_epochs=3, start_epoch=3)
+
+
+@pytest.mark.parametrize("valid", [[], [None, None]])
+def test_validation_that_reads_nothing_is_an_error(tmp_path, valid):
+    """An empty or all-unreadable validation set (e.g. its feature files missing) used to log
+    "best valid loss 0" and save best-valid-loss.pt from it."""
+    params = AttributeDict(exp_dir=tmp_path / "exp", num_epochs=1, tensorboard=False)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dl = torch.utils.data.DataLoader(make_data(), batch_size=4)
+    trainer = Trainer(params, model, opt, None, make_loss(), dl, valid)
+    with pytest.raises(TrainingError, match="Validation read nothing"):
+        trainer.train()
+    assert not (tmp_path / "exp" / "best-valid-loss.pt").exists()
