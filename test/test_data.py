@@ -56,6 +56,30 @@ def _with_labels(cut, rate=50, extra=0):
 
 
 # ----------------------------------------------------------------------------------- fbank
+def test_fbank_stage_counts_and_names_unreadable_audio(tmp_path, caplog):
+    """lhotse silently leaves out cuts whose audio it cannot read; the stage says how many."""
+    import soundfile as sf
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    recs, sups = [], []
+    for i in range(3):
+        wav = tmp_path / f"a{i}.wav"
+        sf.write(str(wav), np.full(16000, 0.1, np.float32), 16000)
+        recs.append(Recording.from_file(wav, recording_id=f"utt{i}"))
+        sups.append(SupervisionSegment(id=f"utt{i}", recording_id=f"utt{i}", start=0.0, duration=1.0, text="A"))
+    (tmp_path / "a1.wav").write_bytes(b"not audio" * 10)  # corrupt
+    (tmp_path / "a2.wav").unlink()  # missing
+    RecordingSet.from_recordings(recs).to_file(manifests / "mini_recordings_dev.jsonl.gz")
+    SupervisionSet.from_segments(sups).to_file(manifests / "mini_supervisions_dev.jsonl.gz")
+    with caplog.at_level(logging.INFO):
+        out = compute_fbank_split(manifests, tmp_path / "fbank", "dev", num_jobs=1)
+    assert [c.id for c in load_manifest(out)] == ["utt0"]
+    assert "dev: skipped 2 of 3 cuts whose audio could not be read: utt1, utt2" in caplog.text
+    assert "1 cuts, 2 skipped" in caplog.text
+
+
 def test_fbank_frames_and_storage(corpus):
     from lhotse.utils import compute_num_frames
     extractor = make_fbank_extractor()
