@@ -90,7 +90,7 @@ def check_training_options(params: AttributeDict) -> None:
 _NOT_OPTIONS = {
     "start_epoch", "start_batch", "auto_resume", "overwrite", "exp_dir", "master_port",
     "batch_idx_train", "batch_idx_in_epoch", "cur_epoch", "best_train_loss", "best_valid_loss",
-    "best_train_epoch", "best_valid_epoch",
+    "best_train_epoch", "best_valid_epoch", "consecutive_bad", "num_bad_batches",
 }
 
 
@@ -268,8 +268,9 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
-        self.consecutive_bad = 0
-        self.num_bad_batches = 0
+        # (restored on resume: the --max-bad-batches count goes on across a restart)
+        self.consecutive_bad = params.pop("consecutive_bad", 0)
+        self.num_bad_batches = params.pop("num_bad_batches", 0)
         self._saved_bad_model = False
 
     # ------------------------------------------------------------------ resume
@@ -337,7 +338,8 @@ class Trainer:
         saved = ckpt["params"]
         if self.rank == 0:
             log_changed_options(saved, p)
-        for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch", "best_valid_epoch"):
+        for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch",
+                  "best_valid_epoch", "consecutive_bad", "num_bad_batches"):
             if k in saved:
                 p[k] = saved[k]
         if p.start_batch > 0:
@@ -610,8 +612,10 @@ class Trainer:
             dist.all_gather_object(states, (rng, hidden))
             rng = {"per_rank": [s[0] for s in states]}
             hidden = {"per_rank": [s[1] for s in states]}
+        params = AttributeDict(self.params, consecutive_bad=self.consecutive_bad,
+                               num_bad_batches=self.num_bad_batches)
         return dict(
-            model=self.model, model_avg=self.model_avg, params=self.params,
+            model=self.model, model_avg=self.model_avg, params=params,
             optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
             scaler=self.scaler, rank=self.rank, rng=rng, training_state=hidden,
         )

@@ -137,6 +137,8 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, caplog):
     for p in t.model.parameters():
         assert torch.isfinite(p).all()
     assert "non-finite loss" in caplog.text
+    # the counts survive a restart (they are in the checkpoint)
+    assert run(tmp_path / "exp", num_epochs=2).num_bad_batches == 2
 
 
 def test_too_many_non_finite_losses_stop_with_saved_model(tmp_path):
