@@ -133,13 +133,16 @@ def to_plain(obj: Any) -> Any:
 
     import numpy as np
 
-    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+    if isinstance(obj, torch.Tensor) or obj is None:
         return obj
+    for base in (bool, int, float, str, bytes):  # (subclasses such as enums: their base value)
+        if isinstance(obj, base):
+            return obj if type(obj) is base else base(obj.value if hasattr(obj, "value") else obj)
     if isinstance(obj, argparse.Namespace):
         obj = vars(obj)
     if isinstance(obj, dict):
         return {k if isinstance(k, (str, int)) else str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         items = [to_plain(v) for v in obj]
         return tuple(items) if isinstance(obj, tuple) else items
     if isinstance(obj, np.ndarray):

@@ -161,10 +161,17 @@ def test_our_checkpoints_load_with_plain_values(tmp_path):
     opt = torch.optim.Adam(model.parameters())
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
-    params = AttributeDict(exp_dir=tmp_path, lr=np.float32(0.5), dims=(1, 2), ns=argparse.Namespace(a=1))
+    import enum
+
+    class Mode(str, enum.Enum):
+        FAST = "fast"
+
+    params = AttributeDict(exp_dir=tmp_path, lr=np.float32(0.5), dims=(1, 2), ns=argparse.Namespace(a=1),
+                           mode=Mode.FAST, seen={3})
     save_checkpoint(tmp_path / "c.pt", model, params=params, optimizer=opt)
     ckpt = load_file(tmp_path / "c.pt")
-    assert ckpt["params"] == {"exp_dir": str(tmp_path), "lr": 0.5, "dims": (1, 2), "ns": {"a": 1}}
+    assert ckpt["params"] == {"exp_dir": str(tmp_path), "lr": 0.5, "dims": (1, 2), "ns": {"a": 1},
+                              "mode": "fast", "seen": [3]}
     assert torch.equal(ckpt["model"]["weight"], model.weight)
     assert ckpt["optimizer"]["state"][0]["exp_avg"].shape == (2, 3)
 
