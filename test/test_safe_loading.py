@@ -89,6 +89,7 @@ def test_every_library_entry_point_refuses(tmp_path, evil):
     from icefall.eval.layers import evaluate_checkpoint
     from icefall.prune.export import load_compact_state_dict
     from icefall.prune.finetune import PruneHooks
+    from icefall.ssl.icefall_import import load_icefall_checkpoint
     from icefall.ssl.kmeans import KMeans
     from icefall.ssl.labels import checkpoint_feature_fn, load_pretrained
     from icefall.trainer import Trainer
@@ -119,6 +120,7 @@ def test_every_library_entry_point_refuses(tmp_path, evil):
             nn.Linear(2, 2), AttributeDict(method="uniform", dense_ckpt=path)),
         "compact.pt": lambda: load_compact_state_dict(path),
         "kmeans.pt": lambda: KMeans.load(path),
+        "icefall / k2SSL import": lambda: load_icefall_checkpoint(path),
     }
     for what, call in calls.items():
         with pytest.raises(UnsafeCheckpointError, match="posix.system"):
