@@ -2,14 +2,16 @@
 
 File names follow icefall: ``epoch-N.pt`` at the end of epoch N, ``checkpoint-B.pt`` after global
 batch B, ``best-train-loss.pt`` / ``best-valid-loss.pt``. A checkpoint is a dict with keys
-``model``, ``model_avg``, ``optimizer``, ``scheduler``, ``sampler``, ``grad_scaler``, ``rng`` and
-``params`` (the AttributeDict of the run, including ``batch_idx_train``).
+``model``, ``model_avg``, ``optimizer``, ``scheduler``, ``sampler``, ``grad_scaler``, ``rng``,
+``training_state`` (hidden module state, see :func:`get_training_state`) and ``params`` (the
+run's options as plain values, including ``batch_idx_train``).
 """
 from __future__ import annotations
 
 import glob
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +30,27 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(
         model, nn.parallel.DistributedDataParallel
     ) else model
+
+
+def get_training_state(model: nn.Module) -> Dict[str, Dict[str, Any]]:
+    """``{module name: state}`` of every module with training state outside its state dict
+    (modules that define ``training_state()``, e.g. Whiten's probability, which changes
+    inside backward). Kept out of the state dict so that exports and key lists do not change."""
+    return {
+        name: m.training_state()
+        for name, m in unwrap_model(model).named_modules()
+        if callable(getattr(m, "training_state", None))
+    }
+
+
+def set_training_state(model: nn.Module, state: Dict[str, Dict[str, Any]]) -> None:
+    """Put back what :func:`get_training_state` returned; names must match the model."""
+    modules = dict(unwrap_model(model).named_modules())
+    unknown = sorted(set(state) - set(modules))
+    if unknown:
+        raise KeyError(f"training state of modules the model does not have: {unknown[:5]}")
+    for name, s in state.items():
+        modules[name].load_training_state(s)
 
 
 def atomic_torch_save(obj: Any, filename: PathLike) -> None:
@@ -49,14 +72,86 @@ def atomic_torch_save(obj: Any, filename: PathLike) -> None:
             tmp.unlink()
 
 
-def load_file(filename: PathLike, map_location: str = "cpu") -> Dict[str, Any]:
-    """Load one of our checkpoints (trusted pickles: params and RNG states are not tensors)."""
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint's pickle names a global that loading it would call (possibly to run code);
+    the message names the file and the global."""
+
+
+_GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _legacy_globals() -> List[Any]:
+    """Harmless globals that checkpoints written before our files were plain data hold: numpy
+    arrays (RNG state) and paths (params). Rebuilding them runs no code of the file's choice."""
+    import pathlib
+
+    import numpy as np
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array rebuilder
+    return [
+        np.ndarray, np.dtype, type(np.dtype("uint32")), pathlib.PosixPath, pathlib.PurePosixPath,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),  # numpy 1 pickles
+        (reconstruct, "numpy._core.multiarray._reconstruct"),  # numpy 2 pickles
+    ]
+
+
+def load_file(
+    filename: PathLike, map_location: Union[str, torch.device] = "cpu", mmap: bool = False
+) -> Dict[str, Any]:
+    """Load a file of weights (any of our checkpoints, ``pretrained.pt``, averaged models)
+    without running code: ``torch.load(weights_only=True)``, which rebuilds only tensors and
+    plain Python values. Every load of weights in the project goes through here (fairseq
+    pickles through the restricted unpickler of ``icefall.ssl.fairseq_import``).
+
+    Raises FileNotFoundError, UnsafeCheckpointError (the pickle asks for a global such as
+    ``posix.system``; the file is refused and nothing of it runs) or RuntimeError (truncated /
+    not a torch file), each naming ``filename``. ``mmap``: map tensors instead of reading them
+    (cheap when only ``params`` is wanted).
+    """
     if not Path(filename).is_file():
         raise FileNotFoundError(f"Checkpoint not found: {filename}")
     try:
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_legacy_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        m = _GLOBAL_IN_ERROR.search(str(e))
+        what = f"global {m.group(1)}" if m else str(e).splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"Refusing to load {filename}: its pickle asks for {what}, which a file of weights "
+            "never needs and which could run code. Our checkpoints are plain tensors and "
+            "values; a fairseq checkpoint is given as fairseq:<path>."
+        ) from None
     except Exception as e:  # truncated / not a checkpoint
         raise RuntimeError(f"Cannot read checkpoint {filename}: {e}") from e
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` as plain values that ``weights_only`` loading accepts: dict subclasses and
+    Namespaces -> dict, paths -> str, numpy scalars/arrays -> Python numbers / tensors; other
+    objects -> ``str``. Tensors, numbers, strings, None and containers of them stay."""
+    import argparse
+
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor) or obj is None:
+        return obj
+    for base in (bool, int, float, str, bytes):  # (subclasses such as enums: their base value)
+        if isinstance(obj, base):
+            return obj if type(obj) is base else base(obj.value if hasattr(obj, "value") else obj)
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    if isinstance(obj, dict):
+        return {k if isinstance(k, (str, int)) else str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [to_plain(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return obj
+    return str(obj)
 
 
 def save_checkpoint(
@@ -70,10 +165,12 @@ def save_checkpoint(
     scaler: Optional[Any] = None,
     rank: int = 0,
     rng: Optional[Any] = None,
+    training_state: Optional[Any] = None,
 ) -> None:
     """Save the full training state atomically. Only rank 0 writes.
 
-    ``rng``: the RNG states to store (e.g. one per DDP rank); default this process's.
+    ``rng``, ``training_state``: the RNG states and hidden module state to store (e.g. one per
+    DDP rank); default this process's.
     """
     if rank != 0:
         return
@@ -86,7 +183,9 @@ def save_checkpoint(
         "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng if rng is not None else get_rng_state(),
-        "params": dict(params) if params is not None else {},
+        "training_state": training_state if training_state is not None else get_training_state(model),
+        # plain values only, so that loading needs no pickled classes (see load_file)
+        "params": to_plain(dict(params)) if params is not None else {},
     }
     atomic_torch_save(checkpoint, filename)
     logging.info(f"Saved checkpoint to {filename}")
@@ -103,12 +202,19 @@ def load_checkpoint(
 ) -> Dict[str, Any]:
     """Restore what is given from ``filename``; returns the whole checkpoint dict.
 
-    The caller restores the sampler and RNG states itself (they must be applied at the right
-    moment of the epoch loop, see ``icefall.trainer``).
+    The model's hidden training state is restored too (of rank 0 when it was saved per rank;
+    the trainer puts back each rank's own). The caller restores the sampler and RNG states
+    itself (they must be applied at the right moment of the epoch loop, see
+    ``icefall.trainer``).
     """
     logging.info(f"Loading checkpoint from {filename}")
     ckpt = load_file(filename)
     unwrap_model(model).load_state_dict(ckpt["model"], strict=strict)
+    training_state = ckpt.get("training_state")
+    if training_state:
+        if "per_rank" in training_state:
+            training_state = training_state["per_rank"][0]
+        set_training_state(model, training_state)
     if model_avg is not None and ckpt.get("model_avg") is not None:
         model_avg.load_state_dict(ckpt["model_avg"], strict=strict)
         model_avg.to(torch.float64)
@@ -142,6 +248,36 @@ def find_checkpoints(out_dir: PathLike, iteration: int = 0) -> List[str]:
     if iteration >= 0:
         return [f for b, f in found if b >= iteration]
     return [f for b, f in found if b <= -iteration]
+
+
+def find_epoch_checkpoints(out_dir: PathLike) -> List[Path]:
+    """``epoch-N.pt`` files in ``out_dir``, newest (largest N) first."""
+    found = []
+    for f in Path(out_dir).glob("epoch-*.pt"):
+        m = re.fullmatch(r"epoch-(\d+)\.pt", f.name)
+        if m:
+            found.append((int(m.group(1)), f))
+    return [f for _, f in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(out_dir: PathLike) -> Optional[Path]:
+    """The checkpoint latest in training among ``epoch-N.pt`` and ``checkpoint-B.pt`` (every
+    file there is complete: saves are atomic), or None. A ``checkpoint-B.pt`` counts as later
+    than the newest epoch file only when B is beyond that epoch's last batch."""
+    epochs = find_epoch_checkpoints(out_dir)
+    batches = find_checkpoints(out_dir)
+    if not batches:
+        return epochs[0] if epochs else None
+    newest_batch = Path(batches[0])
+    if not epochs:
+        return newest_batch
+    b = int(re.search(r"checkpoint-(\d+)\.pt$", newest_batch.name).group(1))
+    try:
+        epoch_end = load_file(epochs[0], mmap=True)["params"]["batch_idx_train"]
+    except (RuntimeError, KeyError, TypeError) as e:
+        logging.warning(f"{epochs[0]}: cannot read its batch count ({e}); taking {newest_batch}")
+        return newest_batch
+    return newest_batch if b > epoch_end else epochs[0]
 
 
 def remove_checkpoints(out_dir: PathLike, topk: int, rank: int = 0) -> None:

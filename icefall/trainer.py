@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -29,14 +29,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from icefall.checkpoint import (
     copy_checkpoint,
+    find_checkpoints,
+    find_epoch_checkpoints,
+    get_training_state,
     load_checkpoint,
+    newest_checkpoint,
     remove_checkpoints,
     save_checkpoint,
     save_checkpoint_with_global_batch_idx,
+    set_training_state,
+    to_plain,
     update_averaged_model,
 )
 from icefall.diagnostics import InfCheck, save_batch, scan_pessimistic_batches_for_oom
 from icefall.dist import get_device, setup_dist
+from icefall.expdir import lock_exp_dir, remove_stale_temp_files, unlock_exp_dir
 from icefall.env import log_env_info, setup_cpu_memory
 from icefall.utils import (
     AttributeDict,
@@ -55,6 +62,56 @@ class TrainingError(RuntimeError):
     """Training cannot go on (collapsing grad scale, too many non-finite losses)."""
 
 
+def check_training_options(params: AttributeDict) -> None:
+    """Refuse options that would fail late (ZeroDivisionError mid-epoch, an assertion after the
+    model is built) or silently do nothing; the error names the option. Cheap: call it before
+    building the model (``setup_run`` does) and again in ``Trainer``."""
+    for name in ("log_interval", "valid_interval", "save_every_n", "accum_grad", "average_period",
+                 "max_bad_batches", "max_duration"):
+        value = params.get(name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    start, num = params.get("start_epoch", 1), params.get("num_epochs", 1)
+    if start < 1 or params.get("start_batch", 0) < 0:
+        raise ValueError(f"--start-epoch must be >= 1 and --start-batch >= 0, got {start}, {params.get('start_batch')}")
+    if num < start:
+        raise ValueError(f"--num-epochs {num} < --start-epoch {start}: there is nothing to train")
+    if params.get("use_fp16") and params.get("use_bf16"):
+        raise ValueError("Choose one of --use-fp16 and --use-bf16")
+    save_every_n, accum_grad = params.get("save_every_n"), params.get("accum_grad")
+    if save_every_n is not None and accum_grad is not None and save_every_n % accum_grad != 0:
+        raise ValueError(
+            f"--save-every-n ({save_every_n}) must be a multiple of --accum-grad "
+            f"({accum_grad}) so that checkpoints fall on optimizer steps"
+        )
+
+
+# Bookkeeping that differs between a run and its resumption by design.
+_NOT_OPTIONS = {
+    "start_epoch", "start_batch", "auto_resume", "overwrite", "exp_dir", "master_port",
+    "batch_idx_train", "batch_idx_in_epoch", "cur_epoch", "best_train_loss", "best_valid_loss",
+    "best_train_epoch", "best_valid_epoch", "consecutive_bad", "num_bad_batches",
+}
+
+
+def log_changed_options(saved: Dict[str, Any], params: AttributeDict) -> List[str]:
+    """Log (warning) each option whose value differs from the checkpoint's; returns the lines."""
+    now = to_plain(dict(params))
+    lines = []
+    for k in sorted(set(saved) | set(now)):
+        if k in _NOT_OPTIONS or saved.get(k) == now.get(k):
+            continue
+        if k not in saved:
+            lines.append(f"--{k.replace('_', '-')} {now[k]!r} (not in the checkpoint)")
+        elif k not in now:
+            lines.append(f"--{k.replace('_', '-')} unset (checkpoint: {saved[k]!r})")
+        else:
+            lines.append(f"--{k.replace('_', '-')} {now[k]!r} (checkpoint: {saved[k]!r})")
+    for line in lines:
+        logging.warning(f"Resuming with a changed option: {line}")
+    return lines
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every training script shares (icefall names)."""
     g = parser.add_argument_group("training")
@@ -63,7 +120,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-epochs", type=int, default=30)
     g.add_argument("--start-epoch", type=int, default=1, help="Resume from epoch-(N-1).pt when N > 1")
     g.add_argument("--start-batch", type=int, default=0, help="Resume from checkpoint-N.pt when N > 0 (overrides --start-epoch)")
-    g.add_argument("--exp-dir", type=Path, default=Path("exp"), help="Checkpoints, logs and tensorboard go here")
+    g.add_argument("--auto-resume", type=str2bool, default=True, help="Without --start-*: continue from the newest epoch-N.pt / checkpoint-B.pt in --exp-dir")
+    g.add_argument("--overwrite", type=str2bool, default=False, help="Start afresh although --exp-dir has checkpoints (they are deleted)")
+    g.add_argument("--exp-dir", type=Path, default=Path("exp"), help="Checkpoints, logs and tensorboard go here; one run at a time (run.lock)")
     g.add_argument("--base-lr", type=float, default=0.045)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--accum-grad", type=int, default=1, help="Batches per optimizer step")
@@ -163,18 +222,12 @@ class Trainer:
             use_bf16=False, log_interval=50, valid_interval=3000, save_every_n=4000,
             keep_last_k=30, average_period=200, max_bad_batches=20, tensorboard=True,
             grad_scale_check_interval=100, min_grad_scale=1.0e-5, find_unused_parameters=False,
-            inf_check=False, scan_oom=True, max_saved_batches=3,
+            inf_check=False, scan_oom=True, max_saved_batches=3, auto_resume=True, overwrite=False,
         )
         for k, v in defaults.items():
             params.setdefault(k, v)
         params.exp_dir = Path(params.exp_dir)
-        if params.use_fp16 and params.use_bf16:
-            raise ValueError("Choose one of --use-fp16 and --use-bf16")
-        if params.save_every_n % params.accum_grad != 0:
-            raise ValueError(
-                f"--save-every-n ({params.save_every_n}) must be a multiple of --accum-grad "
-                f"({params.accum_grad}) so that checkpoints fall on optimizer steps"
-            )
+        check_training_options(params)
         params.setdefault("batch_idx_train", 0)
         params.setdefault("best_train_loss", float("inf"))
         params.setdefault("best_valid_loss", float("inf"))
@@ -192,6 +245,9 @@ class Trainer:
         self.after_step = after_step
         self.before_batch = before_batch
 
+        if rank == 0:
+            lock_exp_dir(params.exp_dir)  # (setup_run took it already in a training script)
+            remove_stale_temp_files(params.exp_dir)
         model.to(device)
         self.model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
@@ -212,8 +268,9 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
-        self.consecutive_bad = 0
-        self.num_bad_batches = 0
+        # (restored on resume: the --max-bad-batches count goes on across a restart)
+        self.consecutive_bad = params.pop("consecutive_bad", 0)
+        self.num_bad_batches = params.pop("num_bad_batches", 0)
         self._saved_bad_model = False
 
     # ------------------------------------------------------------------ resume
@@ -221,20 +278,68 @@ class Trainer:
     def sampler(self):
         return getattr(self.train_dl, "sampler", None)
 
-    def _load_resume_checkpoint(self) -> None:
+    def _resume_filename(self) -> Optional[Path]:
+        """The checkpoint to resume from: ``--start-batch``/``--start-epoch`` when given, else
+        (``--auto-resume``) the newest one in ``exp_dir``; None for a fresh start. Sets
+        ``start_batch``/``start_epoch`` to what is resumed."""
         p = self.params
         if p.start_batch > 0:
-            filename = p.exp_dir / f"checkpoint-{p.start_batch}.pt"
-        elif p.start_epoch > 1:
+            return p.exp_dir / f"checkpoint-{p.start_batch}.pt"
+        if p.start_epoch > 1:
             filename = p.exp_dir / f"epoch-{p.start_epoch - 1}.pt"
+            newest = None if filename.is_file() else newest_checkpoint(p.exp_dir)
+            if newest is not None:
+                raise FileNotFoundError(
+                    f"--start-epoch {p.start_epoch}: {filename} does not exist (a run stopped "
+                    f"while writing it leaves none). The newest checkpoint in {p.exp_dir} is "
+                    f"{newest.name}: resume from it with "
+                    + (f"--start-batch {newest.stem.split('-')[1]}" if newest.name.startswith("checkpoint-")
+                       else f"--start-epoch {int(newest.stem.split('-')[1]) + 1}")
+                    + ", or give no --start-* to resume from the newest automatically."
+                )
+            return filename
+        newest = newest_checkpoint(p.exp_dir)
+        if newest is None:
+            return None
+        if p.overwrite:
+            if self.rank == 0:
+                old = find_epoch_checkpoints(p.exp_dir) + [Path(f) for f in find_checkpoints(p.exp_dir)]
+                old += [p.exp_dir / f for f in ("best-train-loss.pt", "best-valid-loss.pt") if (p.exp_dir / f).is_file()]
+                logging.warning(f"--overwrite true: deleting {len(old)} checkpoints of an earlier run in {p.exp_dir}")
+                for f in old:
+                    f.unlink()
+            return None
+        if not p.auto_resume:
+            raise FileExistsError(
+                f"{p.exp_dir} has checkpoints of an earlier run (newest {newest.name}). Resume with "
+                f"--auto-resume true (or --start-epoch / --start-batch), start afresh with "
+                f"--overwrite true (deletes them), or use another --exp-dir."
+            )
+        n = int(newest.stem.split("-")[1])
+        if newest.name.startswith("checkpoint-"):
+            p.start_batch = n
         else:
+            p.start_epoch = n + 1
+        logging.info(f"--auto-resume: continuing from {newest} (the newest checkpoint)")
+        return newest
+
+    def _load_resume_checkpoint(self) -> None:
+        p = self.params
+        filename = self._resume_filename()
+        if filename is None:
             return
         ckpt = load_checkpoint(
             filename, self.model, model_avg=self.model_avg, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler,
         )
+        hidden = ckpt.get("training_state") or {}
+        if "per_rank" in hidden:  # load_checkpoint put back rank 0's; this rank wants its own
+            set_training_state(self.model, hidden["per_rank"][self.rank % len(hidden["per_rank"])])
         saved = ckpt["params"]
-        for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch", "best_valid_epoch"):
+        if self.rank == 0:
+            log_changed_options(saved, p)
+        for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch",
+                  "best_valid_epoch", "consecutive_bad", "num_bad_batches"):
             if k in saved:
                 p[k] = saved[k]
         if p.start_batch > 0:
@@ -248,6 +353,8 @@ class Trainer:
         logging.info(
             f"Resumed from {filename}: epoch {p.start_epoch}, batch_idx_train {p.batch_idx_train}"
         )
+        if p.start_epoch > p.num_epochs:
+            logging.info(f"Training is complete: {filename} ends epoch {p.num_epochs}; raise --num-epochs to go on")
 
     def _epoch_batches(self, epoch: int):
         """Iterator over the epoch's batches, fast-forwarded when resuming mid-epoch."""
@@ -281,22 +388,26 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> None:
         p = self.params
-        if p.scan_oom and p.start_epoch == 1 and p.start_batch == 0:
-            scan_pessimistic_batches_for_oom(
-                self.model, self.train_dl, self.compute_loss, self.optimizer, self.device, p.exp_dir,
-                lambda: autocast_context(self.device, p.use_fp16, p.use_bf16),
-            )
-        for epoch in range(p.start_epoch, p.num_epochs + 1):
-            if self.scheduler is not None and hasattr(self.scheduler, "step_epoch"):
-                self.scheduler.step_epoch(epoch - 1)
-            p.cur_epoch = epoch
+        try:
+            if p.scan_oom and p.start_epoch == 1 and p.start_batch == 0:
+                scan_pessimistic_batches_for_oom(
+                    self.model, self.train_dl, self.compute_loss, self.optimizer, self.device,
+                    p.exp_dir, lambda: autocast_context(self.device, p.use_fp16, p.use_bf16),
+                )
+            for epoch in range(p.start_epoch, p.num_epochs + 1):
+                if self.scheduler is not None and hasattr(self.scheduler, "step_epoch"):
+                    self.scheduler.step_epoch(epoch - 1)
+                p.cur_epoch = epoch
+                if self.tb_writer is not None:
+                    self.tb_writer.add_scalar("train/epoch", epoch, p.batch_idx_train)
+                train_loss = self.train_one_epoch(epoch)
+                valid_loss = self.validate() if self.valid_dl is not None else None
+                self._save_epoch(epoch, train_loss, valid_loss)
+        finally:
             if self.tb_writer is not None:
-                self.tb_writer.add_scalar("train/epoch", epoch, p.batch_idx_train)
-            train_loss = self.train_one_epoch(epoch)
-            valid_loss = self.validate() if self.valid_dl is not None else None
-            self._save_epoch(epoch, train_loss, valid_loss)
-        if self.tb_writer is not None:
-            self.tb_writer.close()
+                self.tb_writer.close()
+            if self.rank == 0:
+                unlock_exp_dir(p.exp_dir)
         logging.info("Done training")
 
     def train_one_epoch(self, epoch: int) -> float:
@@ -443,14 +554,24 @@ class Trainer:
         p = self.params
         self.model.eval()
         tot = MetricsTracker()
+        num_batches = num_empty = 0
         for batch in self.valid_dl:
+            num_batches += 1
             if batch is None:
+                num_empty += 1
                 continue
             with autocast_context(self.device, p.use_fp16, p.use_bf16):
                 loss, info = self.compute_loss(self.model, batch, False)
             tot = tot + info
         tot.reduce(self.device)
-        loss = tot["loss"] / max(tot["frames"], 1)
+        if tot["frames"] <= 0:
+            # A loss of 0 from nothing would become the "best" and be saved as best-valid-loss.pt.
+            raise TrainingError(
+                f"Validation read nothing: {num_batches} batches, {num_empty} of them with every "
+                "cut unreadable (see the warnings above). Check the validation manifest "
+                "(--valid-split) and that its audio/feature files exist."
+            )
+        loss = tot["loss"] / tot["frames"]
         if loss < p.best_valid_loss:
             p.best_valid_loss = loss
             p.best_valid_epoch = p.get("cur_epoch", 0)
@@ -483,16 +604,20 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
         """What a checkpoint holds. Collective under DDP: every rank must call it."""
-        rng = get_rng_state()
+        rng, hidden = get_rng_state(), get_training_state(self.model)
         if self.world_size > 1:
-            # Each rank draws its own masks and dropout: resume needs every rank's RNGs.
+            # Each rank draws its own masks and dropout, and its Whiten modules see their own
+            # data: resume needs every rank's RNGs and hidden module state.
             states = [None] * self.world_size
-            dist.all_gather_object(states, rng)
-            rng = {"per_rank": states}
+            dist.all_gather_object(states, (rng, hidden))
+            rng = {"per_rank": [s[0] for s in states]}
+            hidden = {"per_rank": [s[1] for s in states]}
+        params = AttributeDict(self.params, consecutive_bad=self.consecutive_bad,
+                               num_bad_batches=self.num_bad_batches)
         return dict(
-            model=self.model, model_avg=self.model_avg, params=self.params,
+            model=self.model, model_avg=self.model_avg, params=params,
             optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
-            scaler=self.scaler, rank=self.rank, rng=rng,
+            scaler=self.scaler, rank=self.rank, rng=rng, training_state=hidden,
         )
 
     def _save_batch_checkpoint(self) -> None:
@@ -528,8 +653,11 @@ class Trainer:
 def setup_run(params: AttributeDict, rank: int, world_size: int, name: str) -> torch.device:
     """Start of every training script: join the process group, log to ``exp_dir/log/log-<name>``
     and the console, log the environment and params; returns this rank's device."""
+    check_training_options(params)
     setup_dist(rank, world_size, params.get("master_port", 12354))
     params.exp_dir = Path(params.exp_dir)
+    if rank == 0:
+        lock_exp_dir(params.exp_dir)  # before the log file: a second run writes nothing here
     setup_logger(params.exp_dir / "log" / f"log-{name}", rank=rank, world_size=world_size)
     log_env_info()
     logging.info(f"Params: {dict(params)}")

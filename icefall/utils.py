@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
 import random
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -58,10 +59,12 @@ def fix_random_seed(seed: int) -> None:
 
 
 def get_rng_state() -> Dict:
-    """Snapshot of every RNG that training touches, for exact resume."""
+    """Snapshot of every RNG that training touches, for exact resume; plain values and
+    tensors only (numpy's key as an int64 tensor), so checkpoints load with weights_only."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -71,7 +74,9 @@ def get_rng_state() -> Dict:
 
 def set_rng_state(state: Dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    key = np.asarray(key.numpy() if isinstance(key, torch.Tensor) else key, dtype=np.uint32)
+    np.random.set_state((kind, key, pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -185,6 +190,30 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
     max_len = max(max_len, int(lengths.max())) if lengths.numel() > 0 else max_len
     steps = torch.arange(max_len, device=lengths.device)
     return steps.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+def read_utf8(path: Union[str, Path]) -> str:
+    """The text of ``path``. A file that is not UTF-8 raises a ValueError naming the file, the
+    line and the byte (Python's UnicodeDecodeError names neither the file nor the line)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            f"convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
+@contextlib.contextmanager
+def naming_file_on_decode_error(path: Union[str, Path]) -> Iterator[None]:
+    """For text read in a stream (csv, gzip): a UnicodeDecodeError inside becomes a ValueError
+    that names ``path``."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason}, byte 0x{e.object[e.start]:02x})") from None
 
 
 def atomic_write_path(path: Union[str, Path]) -> Path:

@@ -56,6 +56,30 @@ def _with_labels(cut, rate=50, extra=0):
 
 
 # ----------------------------------------------------------------------------------- fbank
+def test_fbank_stage_counts_and_names_unreadable_audio(tmp_path, caplog):
+    """lhotse silently leaves out cuts whose audio it cannot read; the stage says how many."""
+    import soundfile as sf
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    recs, sups = [], []
+    for i in range(3):
+        wav = tmp_path / f"a{i}.wav"
+        sf.write(str(wav), np.full(16000, 0.1, np.float32), 16000)
+        recs.append(Recording.from_file(wav, recording_id=f"utt{i}"))
+        sups.append(SupervisionSegment(id=f"utt{i}", recording_id=f"utt{i}", start=0.0, duration=1.0, text="A"))
+    (tmp_path / "a1.wav").write_bytes(b"not audio" * 10)  # corrupt
+    (tmp_path / "a2.wav").unlink()  # missing
+    RecordingSet.from_recordings(recs).to_file(manifests / "mini_recordings_dev.jsonl.gz")
+    SupervisionSet.from_segments(sups).to_file(manifests / "mini_supervisions_dev.jsonl.gz")
+    with caplog.at_level(logging.INFO):
+        out = compute_fbank_split(manifests, tmp_path / "fbank", "dev", num_jobs=1)
+    assert [c.id for c in load_manifest(out)] == ["utt0"]
+    assert "dev: skipped 2 of 3 cuts whose audio could not be read: utt1, utt2" in caplog.text
+    assert "1 cuts, 2 skipped" in caplog.text
+
+
 def test_fbank_frames_and_storage(corpus):
     from lhotse.utils import compute_num_frames
     extractor = make_fbank_extractor()
@@ -359,6 +383,25 @@ def test_filter_counts_and_logs_every_bad_kind(corpus, tmp_path, caplog):
     for kind in expected_asr | expected_ssl:
         assert bad[kind].id in caplog.text
     assert CutFilter(max_duration=1.0).reason(good[0]) == "too_long"
+
+
+def test_labels_outside_the_classes_are_dropped_by_name(corpus, tmp_path, caplog):
+    """Before: ``IndexError: Target -1 is out of bounds`` mid-epoch, no cut named. Now the
+    filter drops such cuts before batching, names each and counts them."""
+    from lhotse.utils import fastcopy
+    good, _ = _bad_cuts(corpus, tmp_path)
+    values = good[0].custom["kmeans"].split()  # labels 0..12
+    negative = fastcopy(good[0], id="negative", custom={"kmeans": " ".join(["-1"] + values[1:])})
+    too_big = fastcopy(good[0], id="toobig", custom={"kmeans": " ".join(values[:-1] + ["13"])})
+    args = _args(corpus)
+    args.num_classes = 13  # as pretrain.py's --num-classes
+    f = DataModule(args).cut_filter(label_rate=50)
+    with caplog.at_level(logging.WARNING):
+        assert [f(c) for c in (negative, too_big, *good)] == [False, False] + [True] * len(good)
+    assert f.dropped == {"label_out_of_range": 2}
+    assert "dropping cut negative (label_out_of_range, --num-classes 13" in caplog.text
+    assert "dropping cut toobig" in caplog.text
+    assert "label_out_of_range': 2" in f.summary()
 
 
 def test_datasets_drop_unreadable_cuts_with_a_named_warning(corpus, tmp_path, caplog):

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from icefall.checkpoint import load_file
 from icefall.prune.baselines import FixedMaskLinear
 from icefall.prune.compare import char_results, is_lossless, main as compare_main, recogs_path
 from icefall.prune.export import load_compact_state_dict
@@ -173,7 +174,7 @@ def test_finish_writes_folded_and_compact_models(tmp_path):
     assert per_layer == pytest.approx({"fc1": float((~keep1).float().mean()), "fc2": float((~keep2).float().mean())})
     assert (tmp_path / "sparsity.md").is_file() and (tmp_path / "sparsity.png").stat().st_size > 0
 
-    pruned = torch.load(tmp_path / "pruned.pt", weights_only=False)
+    pruned = load_file(tmp_path / "pruned.pt")
     assert pruned["params"]["method"] == "gates"
     assert torch.equal(pruned["model"]["fc1.weight"], model.fc1.weight * keep1)
     for sd in (pruned["model"], load_compact_state_dict(tmp_path / "compact.pt")):

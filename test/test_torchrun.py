@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from icefall.checkpoint import load_file
+
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "egs" / "mini" / "SSL" / "zipformer" / "pretrain.py"
 PREPARE = ROOT / "egs" / "mini" / "SSL" / "prepare.sh"
@@ -105,7 +107,7 @@ def _train(root, exp, nproc, *extra, harness=True, **env):
 
 
 def _model(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return load_file(path)["model"]
 
 
 def _max_diff(a, b):
@@ -144,7 +146,7 @@ def test_only_rank_0_writes_checkpoints(runs):
     assert files == ["best-train-loss.pt", "best-valid-loss.pt", "checkpoint-2.pt",
                      "checkpoint-4.pt", "epoch-1.pt", "log"]
     for name in ("checkpoint-2.pt", "checkpoint-4.pt", "epoch-1.pt"):
-        ckpt = torch.load(exp / name, map_location="cpu", weights_only=False)
+        ckpt = load_file(exp / name)
         # the sampler state names the process that saved it
         assert (ckpt["sampler"]["rank"], ckpt["sampler"]["world_size"]) == (0, 2)
     assert len(list((exp / "log").glob("log-pretrain-*"))) == 2  # one log per rank

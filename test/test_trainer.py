@@ -137,6 +137,8 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, caplog):
     for p in t.model.parameters():
         assert torch.isfinite(p).all()
     assert "non-finite loss" in caplog.text
+    # the counts survive a restart (they are in the checkpoint)
+    assert run(tmp_path / "exp", num_epochs=2).num_bad_batches == 2
 
 
 def test_too_many_non_finite_losses_stop_with_saved_model(tmp_path):
@@ -191,3 +193,79 @@ def test_bad_options_are_rejected(tmp_path):
         run(tmp_path / "exp", save_every_n=3, accum_grad=2)
     with pytest.raises(ValueError, match="one of"):
         run(tmp_path / "exp", use_fp16=True, use_bf16=True)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("log_interval", 0), ("accum_grad", 0), ("average_period", 0), ("valid_interval", -1),
+    ("save_every_n", 0), ("max_duration", 0.0), ("num_epochs", -1),
+])
+def test_options_that_would_fail_late_or_do_nothing_are_rejected(tmp_path, option, value):
+    """Before: ZeroDivisionError mid-epoch, an AssertionError after the model was built, or
+    (--num-epochs -1) a silent no-op. Now a ValueError naming the option, before training."""
+    name = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=name):
+        run(tmp_path / "exp", **{option: value})
+    assert not list((tmp_path / "exp").glob("*.pt"))
+
+
+# ---------------------------------------------------------------------- one run per exp dir
+def test_rerun_auto_resumes_from_the_newest_checkpoint(tmp_path, caplog):
+    """Rerunning the same command (no --start-*) continues where the run stopped, bitwise."""
+    caplog.set_level(logging.INFO)
+    full = run(tmp_path / "full", num_epochs=3)
+    run(tmp_path / "split", num_epochs=3, stop_at=8)  # killed mid epoch 2: checkpoint-8.pt
+    resumed = run(tmp_path / "split", num_epochs=3)
+    assert "continuing from" in caplog.text and "checkpoint-8.pt" in caplog.text
+    assert resumed.params.batch_idx_train == 18
+    assert_bitwise_equal(params_of(full.model), params_of(resumed.model))
+    # at an epoch boundary: epoch-2.pt is later than checkpoint-12.pt (= its last batch)
+    run(tmp_path / "epochs", num_epochs=2)
+    resumed = run(tmp_path / "epochs", num_epochs=3)
+    assert resumed.params.start_epoch == 3
+    assert_bitwise_equal(params_of(full.model), params_of(resumed.model))
+    # a finished run reruns as a no-op
+    again = run(tmp_path / "epochs", num_epochs=3)
+    assert again.params.batch_idx_train == 18 and "Training is complete" in caplog.text
+
+
+def test_fresh_start_over_checkpoints_needs_overwrite(tmp_path, caplog):
+    run(tmp_path / "exp", num_epochs=1)
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        run(tmp_path / "exp", num_epochs=1, auto_resume=False)
+    caplog.set_level(logging.WARNING)
+    fresh = run(tmp_path / "exp", num_epochs=1, overwrite=True)
+    assert "deleting" in caplog.text
+    assert fresh.params.batch_idx_train == 6  # trained from scratch, not resumed
+    assert_bitwise_equal(params_of(run(tmp_path / "other", num_epochs=1).model), params_of(fresh.model))
+
+
+def test_resume_with_changed_options_logs_each_difference(tmp_path, caplog):
+    run(tmp_path / "exp", num_epochs=1, base_lr=0.045, max_duration=160.0)
+    caplog.set_level(logging.WARNING)
+    run(tmp_path / "exp", num_epochs=2, base_lr=0.01, max_duration=100.0)
+    changed = [r.getMessage() for r in caplog.records if "changed option" in r.getMessage()]
+    assert any("--base-lr 0.01 (checkpoint: 0.045)" in m for m in changed), changed
+    assert any("--max-duration 100.0 (checkpoint: 160.0)" in m for m in changed), changed
+    assert any("--num-epochs 2 (checkpoint: 1)" in m for m in changed), changed
+    assert len(changed) == 3, changed
+
+
+def test_start_epoch_after_a_kill_while_saving_points_at_the_newest_checkpoint(tmp_path):
+    run(tmp_path / "exp", num_epochs=2, save_every_n=2)
+    (tmp_path / "exp" / "epoch-2.pt").unlink()  # killed while writing it: it never appeared
+    with pytest.raises(FileNotFoundError, match=r"epoch-2.pt does not exist.*checkpoint-12.pt.*--start-batch 12"):
+        run(tmp_path / "exp", num_epochs=3, start_epoch=3)
+
+
+@pytest.mark.parametrize("valid", [[], [None, None]])
+def test_validation_that_reads_nothing_is_an_error(tmp_path, valid):
+    """An empty or all-unreadable validation set (e.g. its feature files missing) used to log
+    "best valid loss 0" and save best-valid-loss.pt from it."""
+    params = AttributeDict(exp_dir=tmp_path / "exp", num_epochs=1, tensorboard=False)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dl = torch.utils.data.DataLoader(make_data(), batch_size=4)
+    trainer = Trainer(params, model, opt, None, make_loss(), dl, valid)
+    with pytest.raises(TrainingError, match="Validation read nothing"):
+        trainer.train()
+    assert not (tmp_path / "exp" / "best-valid-loss.pt").exists()

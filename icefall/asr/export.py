@@ -372,8 +372,9 @@ def copy_tokens(lang_dir: Path, out_dir: Path) -> None:
 
 def save_pretrained(model: AsrModel, model_params: AttributeDict, filename: Path) -> None:
     """``{"model": state_dict, "params": params}``: all that decoding needs, no optimizer state."""
-    Path(filename).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "params": dict(model_params)}, filename)
+    from icefall.checkpoint import atomic_torch_save, to_plain
+
+    atomic_torch_save({"model": model.state_dict(), "params": to_plain(dict(model_params))}, filename)
     logging.info(f"Saved {filename}")
 
 

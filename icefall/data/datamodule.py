@@ -130,10 +130,13 @@ class DataModule:
 
     def cut_filter(self, tokenizer=None, output_frame_rate: float = 25.0,
                    label_rate: Optional[float] = None) -> CutFilter:
-        """A counting CutFilter with the duration limits of ``args``."""
+        """A counting CutFilter with the duration limits of ``args``; with ``label_rate`` (SSL
+        labels) also the label range ``[0, args.num_classes)`` when ``args`` has it."""
+        num_classes = getattr(self.args, "num_classes", None) if label_rate is not None else None
         return CutFilter(min_duration=self.args.min_utt_duration,
                          max_duration=self.args.max_utt_duration, tokenizer=tokenizer,
-                         output_frame_rate=output_frame_rate, label_rate=label_rate)
+                         output_frame_rate=output_frame_rate, label_rate=label_rate,
+                         num_classes=num_classes)
 
     # ------------------------------------------------------------------ datasets
     def _extractor(self):

@@ -96,18 +96,21 @@ class CutFilter:
     Checks: sampling rate; duration in [min_duration, max_duration] (min_duration: the
     encoder's minimum input); audio/feature files exist (``check_files``); for ASR
     (``tokenizer`` given) a non-empty transcript with no more tokens than encoder frames
-    (duration * ``output_frame_rate``); for SSL (``label_rate`` given) labels present and
-    their count matching the duration within ``label_tolerance`` seconds.
+    (duration * ``output_frame_rate``); for SSL (``label_rate`` given) labels present, integers
+    in ``[0, num_classes)`` (when ``num_classes`` is given) and their count matching the
+    duration within ``label_tolerance`` seconds.
     """
 
     def __init__(self, min_duration: float = 1.0, max_duration: float = 30.0,
                  sampling_rate: int = SAMPLE_RATE, check_files: bool = True, tokenizer=None,
                  output_frame_rate: float = 25.0, label_rate: Optional[float] = None,
-                 label_tolerance: float = 0.1, log_first: int = 10) -> None:
+                 label_tolerance: float = 0.1, log_first: int = 10,
+                 num_classes: Optional[int] = None) -> None:
         self.min_duration, self.max_duration = min_duration, max_duration
         self.sampling_rate, self.check_files = sampling_rate, check_files
         self.tokenizer, self.output_frame_rate = tokenizer, output_frame_rate
         self.label_rate, self.label_tolerance = label_rate, label_tolerance
+        self.num_classes = num_classes
         self.log_first = log_first
         self.dropped: Counter = Counter()  # reason -> number of distinct cuts
         self._seen: set = set()  # dropped ids: a cut read twice (bins estimate, epochs) counts once
@@ -133,8 +136,15 @@ class CutFilter:
             labels = (cut.custom or {}).get("kmeans")
             if not labels:
                 return "no_labels"
-            if abs(len(labels.split()) / self.label_rate - cut.duration) > self.label_tolerance:
+            values = labels.split()
+            if abs(len(values) / self.label_rate - cut.duration) > self.label_tolerance:
                 return "label_mismatch"
+            if self.num_classes is not None:
+                try:
+                    if not all(0 <= int(v) < self.num_classes for v in values):
+                        return "label_out_of_range"
+                except ValueError:
+                    return "malformed_labels"
         return None
 
     def __call__(self, cut) -> bool:
@@ -145,7 +155,8 @@ class CutFilter:
             self._seen.add(cut.id)
             self.dropped[why] += 1
             level = logging.WARNING if self.dropped[why] <= self.log_first else logging.DEBUG
-            logging.log(level, f"CutFilter: dropping cut {cut.id} ({why}, "
+            detail = f", --num-classes {self.num_classes}" if why == "label_out_of_range" else ""
+            logging.log(level, f"CutFilter: dropping cut {cut.id} ({why}{detail}, "
                                f"duration {cut.duration:.2f} s)")
         return False
 

@@ -51,7 +51,11 @@ def make_fbank_extractor(num_mel_bins: int = NUM_MEL_BINS, device: str = "cpu",
 
 def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix: str,
                         num_jobs: int = 1) -> Path:
-    """Fbank for one split; returns the written cut manifest. Skips an existing one."""
+    """Fbank for one split; returns the written cut manifest. Skips an existing one.
+
+    lhotse leaves out a cut whose audio cannot be read (missing, corrupt) after a warning of its
+    own; those cuts are counted and named in one WARNING at the end (docs/data.md, "Bad input").
+    """
     from lhotse import CutSet, LilcomChunkyWriter, load_manifest
     from lhotse.utils import fastcopy
 
@@ -80,6 +84,7 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
         # worker: with 2 cores that oversubscribes (and spins). One thread per worker.
         executor = ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=torch.set_num_threads, initargs=(1,))
+    wanted = [c.id for c in cuts]
     try:
         cuts = cuts.compute_and_store_features(
             extractor=make_fbank_extractor(),
@@ -91,10 +96,17 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, split: str, prefix:
     finally:
         if executor is not None:
             executor.shutdown()
+    got = {c.id for c in cuts}
+    skipped = [i for i in wanted if i not in got]
+    if skipped:
+        logging.warning(
+            f"{split}: skipped {len(skipped)} of {len(wanted)} cuts whose audio could not be "
+            f"read: {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}"
+        )
     tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
     cuts.to_file(tmp)
     tmp.replace(out)  # atomic: a crash never leaves a half-written manifest behind
-    logging.info(f"wrote {out}")
+    logging.info(f"wrote {out}: {len(got)} cuts, {len(skipped)} skipped (unreadable audio)")
     return out
 
 

@@ -41,6 +41,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
+from icefall.utils import read_utf8
+
 SUBSETS = ("small", "medium", "large")
 PREFIX = "librilight"
 
@@ -159,7 +161,7 @@ def write_manifests(corpus_dir: Path, subset: str, manifest_dir: Path,
         meta_path = path.with_suffix(".json")
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: missing (each Libri-Light .flac has a .json)")
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_utf8(meta_path))
         rec = Recording.from_file(path, recording_id=rec_id)
         sups = []
         for k, (b, e) in enumerate(meta["voice_activity"]):

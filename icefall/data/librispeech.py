@@ -44,13 +44,30 @@ FINETUNING_SETS: Dict[str, Sequence[str]] = {
 }
 
 
+def prepare_manifests(corpus_dir: Path, parts: Sequence[str], output_dir: Path, num_jobs: int = 1) -> None:
+    """``prepare.sh`` stage 1: lhotse's ``prepare_librispeech``, after checking that every
+    ``*.trans.txt`` of ``parts`` is UTF-8 (lhotse's own UnicodeDecodeError names no file; ours
+    names the file and line)."""
+    from lhotse.recipes import prepare_librispeech
+
+    from icefall.utils import read_utf8
+
+    for part in parts:
+        for trans in sorted((Path(corpus_dir) / part).glob("*/*/*.trans.txt")):
+            read_utf8(trans)
+    prepare_librispeech(str(corpus_dir), dataset_parts=list(parts), output_dir=str(output_dir),
+                        num_jobs=num_jobs)
+
+
 def cuts_path(fbank_dir: Path, split: str) -> Path:
     return Path(fbank_dir) / f"{PREFIX}_cuts_{split}.jsonl.gz"
 
 
 def read_lines(path: Path) -> List[str]:
     """The JSON lines of a ``.jsonl.gz`` manifest (one cut each), without newlines."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
+    from icefall.utils import naming_file_on_decode_error
+
+    with gzip.open(path, "rt", encoding="utf-8") as f, naming_file_on_decode_error(path):
         return [line.rstrip("\n") for line in f if line.strip()]
 
 

@@ -28,7 +28,9 @@ UNK_ID = 2  # ids 0..UNK_ID are the specials: blank, sos/eos, unk
 def read_tokens(path: Path) -> Dict[str, int]:
     """``tokens.txt`` -> {symbol: id}."""
     table = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    from icefall.utils import read_utf8
+
+    for line in read_utf8(path).splitlines():
         sym, idx = line.rsplit(" ", 1)
         table[sym] = int(idx)
     return table

@@ -47,6 +47,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from icefall.utils import naming_file_on_decode_error, read_utf8
+
 PREFIX = "vietnamese"
 SAMPLE_RATE = 16000
 
@@ -112,7 +114,7 @@ def read_gigaspeech2(lang_dir: Path, part: str) -> List[Utt]:
     tsv = _require(lang_dir / f"{part}.tsv")
     index = _wav_index(lang_dir / part.split("_")[0])
     out = []
-    for n, line in enumerate(tsv.read_text(encoding="utf-8").splitlines()):
+    for n, line in enumerate(read_utf8(tsv).splitlines()):
         if not line.strip():
             continue
         if "\t" not in line:
@@ -127,7 +129,7 @@ def read_commonvoice(lang_dir: Path, part: str) -> List[Utt]:
     lang_dir = Path(lang_dir)
     tsv = _require(lang_dir / f"{part}.tsv")
     out = []
-    with open(tsv, encoding="utf-8", newline="") as f:
+    with open(tsv, encoding="utf-8", newline="") as f, naming_file_on_decode_error(tsv):
         # Common Voice sentences hold unbalanced quotes: no quoting.
         for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
             missing = {"client_id", "path", "sentence"} - set(row)
@@ -147,7 +149,7 @@ def read_fleurs(lang_dir: Path, part: str) -> List[Utt]:
     tsv = _require(lang_dir / f"{part}.tsv")
     index = _wav_index(lang_dir / "audio" / part)
     out = []
-    for n, line in enumerate(tsv.read_text(encoding="utf-8").splitlines()):
+    for n, line in enumerate(read_utf8(tsv).splitlines()):
         if not line.strip():
             continue
         cols = line.split("\t")
@@ -264,8 +266,8 @@ def make_labeled_subset(fbank_dir: Path, manifest_dir: Path, hours: float = 50.0
     from icefall.data.librispeech import read_lines, select_hours, write_lines
 
     refined = {}
-    with gzip.open(manifest_path(manifest_dir, "supervisions", "gigaspeech2-train-refined"), "rt",
-                   encoding="utf-8") as f:
+    refined_path = manifest_path(manifest_dir, "supervisions", "gigaspeech2-train-refined")
+    with gzip.open(refined_path, "rt", encoding="utf-8") as f, naming_file_on_decode_error(refined_path):
         for line in f:
             s = json.loads(line)
             refined[s["id"]] = s

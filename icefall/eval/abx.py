@@ -77,8 +77,10 @@ def items_from_alignments(
 def read_item_file(path: Union[str, Path]) -> List[Item]:
     """Read a ZeroSpeech item file: a header line, then
     ``#file onset offset #phone prev-phone next-phone speaker`` per line."""
+    from icefall.utils import naming_file_on_decode_error
+
     items = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f, naming_file_on_decode_error(path):
         next(f)  # header
         for line in f:
             if line.strip():

@@ -177,7 +177,9 @@ def read_transcripts(filename: Path) -> List[Result]:
 
     refs: Dict[str, List[str]] = {}
     results: List[Result] = []
-    for line in Path(filename).read_text(encoding="utf8").splitlines():
+    from icefall.utils import read_utf8
+
+    for line in read_utf8(filename).splitlines():
         cut_id, field = line.split(":\t", 1)
         kind, words = field.split("=", 1)
         if kind == "ref":

@@ -10,11 +10,14 @@ Follows the Zipformer paper (Yao et al., ICLR 2024) and icefall's ``scaling.py``
 * :class:`Balancer` and :class:`Whiten` - identity in the forward pass; during training they
   add a small correction to the gradient (keep per-channel mean/rms in range; keep the feature
   covariance close to white).  In eval mode, or when no gradient is needed, they do nothing.
+* Hidden training state: modules whose training changes plain attributes (Whiten's ``prob``,
+  ScheduledFloat's ``batch_count``) have ``training_state()`` / ``load_training_state()``;
+  checkpoints store it next to the state dict (``icefall.checkpoint.get_training_state``).
 * :func:`scale_grad` (identity forward, gradient multiplied by a constant), :func:`limit_param_value`.
 """
 import math
 import random
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +60,14 @@ class ScheduledFloat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"points={self.points}, default={self.default}, batch_count={self.batch_count}"
+
+    # Hidden training state (outside state_dict, so exports and key lists stay as they are);
+    # checkpoints collect it with icefall.checkpoint.get_training_state.
+    def training_state(self) -> Dict[str, Any]:
+        return {"batch_count": self.batch_count}
+
+    def load_training_state(self, state: Dict[str, Any]) -> None:
+        self.batch_count = state["batch_count"]
 
 
 FloatLike = Union[float, ScheduledFloat]
@@ -363,6 +374,13 @@ class Whiten(nn.Module):
         ):
             return x
         return _WhitenFunction.apply(x, self)
+
+    # ``prob`` changes inside backward: a resumed run needs it (see ScheduledFloat).
+    def training_state(self) -> Dict[str, Any]:
+        return {"prob": self.prob}
+
+    def load_training_state(self, state: Dict[str, Any]) -> None:
+        self.prob = float(state["prob"])
 
 
 def whitening_schedule(x: float, ratio: float = 2.0) -> ScheduledFloat:

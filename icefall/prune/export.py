@@ -105,7 +105,9 @@ def export_compact(model: nn.Module, path: PathLike) -> Dict[str, Any]:
 
 def load_compact_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """Read a file written by ``export_compact``; returns a dense state dict (CPU)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from icefall.checkpoint import load_file
+
+    obj = load_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     return dense_state_dict(obj["state_dict"])

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from icefall.asr import finetune
-from icefall.checkpoint import atomic_torch_save, load_file, unwrap_model
+from icefall.checkpoint import atomic_torch_save, load_file, to_plain, unwrap_model
 from icefall.prune.baselines import mixed_sparsity_prune, uniform_magnitude_prune
 from icefall.prune.export import export_compact, folded_state_dict
 from icefall.prune.gates import (
@@ -257,7 +257,7 @@ def finish_pruning(model: nn.Module, params: AttributeDict) -> Dict[str, Any]:
     folded = folded_state_dict(model)
     weights = [n for n, _ in model.named_parameters() if n in folded]  # thresholds are not weights
     keep = {k: v.clone() for k, v in folded.items()}
-    atomic_torch_save({"model": keep, "params": dict(params)}, exp_dir / "pruned.pt")
+    atomic_torch_save({"model": keep, "params": to_plain(dict(params))}, exp_dir / "pruned.pt")
     report = export_compact(model, exp_dir / "compact.pt")
     summary.update(
         sparsity_pruned_layers=gated,

@@ -17,7 +17,9 @@ Our converted-checkpoint format (``egs/librispeech/SSL/hubert/convert_fairseq.py
 and :func:`load_pretrained_hubert` accepts either form (``fairseq:<path>`` or a converted file).
 The key mapping is tabulated in docs/fairseq.md.
 
-Checkpoints are pickles: unpickling runs code named in the file, so load only files you trust.
+Checkpoints are pickles, and unpickling may call whatever the file names; ours calls nothing but
+inert stand-ins and an allow-list of harmless globals, and refuses any other with an error
+that names it (see docs/training.md, "Safe loading").
 """
 from __future__ import annotations
 
@@ -71,17 +73,82 @@ class _StandIn:
 
 _STAND_INS: Dict[Tuple[str, str], type] = {}
 
+# Packages whose classes become stand-ins: fairseq's and omegaconf's configs, meters and enums,
+# and the typing annotations (``typing.Any``) omegaconf keeps in its node metadata.
+_STAND_IN_PACKAGES = ("omegaconf", "fairseq", "typing")
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], Any]:
+    """The real globals a fairseq checkpoint may name: what torch's own weights-only loader
+    accepts (tensor rebuilders, dtypes, OrderedDict, ...), plain builtin types, argparse
+    Namespaces and numpy arrays/scalars (fairseq keeps numpy numbers in its meters). None of
+    them runs code chosen by the file."""
+    import copyreg
+
+    import numpy as np
+
+    allowed: Dict[Tuple[str, str], Any] = {}
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        for full, obj in _get_allowed_globals().items():
+            module, _, name = full.rpartition(".")
+            allowed[(module, name)] = obj
+    except ImportError:  # older torch: the tensor rebuilders it always needs
+        import collections
+
+        from torch import _utils
+
+        allowed.update({("torch._utils", n): getattr(_utils, n) for n in (
+            "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")})
+        allowed[("collections", "OrderedDict")] = collections.OrderedDict
+    for t in (dict, list, tuple, set, frozenset, int, float, complex, str, bytes, bool, slice, object):
+        allowed[("builtins", t.__name__)] = t
+    allowed[("copyreg", "_reconstructor")] = copyreg._reconstructor  # protocol-0/1 objects
+    allowed[("argparse", "Namespace")] = argparse.Namespace
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    scalar = np.float64(0).__reduce__()[0]
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(core, "_reconstruct")] = reconstruct
+        allowed[(core, "scalar")] = scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for dtype_class in {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSU"}:
+        allowed[("numpy.dtypes", dtype_class.__name__)] = dtype_class
+    return allowed
+
+
+_ALLOWED: Optional[Dict[Tuple[str, str], Any]] = None
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle names a global that is neither a stand-in nor harmless; it is not called."""
+
 
 class _StandInUnpickler(pickle.Unpickler):
-    # Always stand-ins, even when omegaconf is installed: pickles written by omegaconf 2.0
-    # (the version fairseq pins) do not load in omegaconf >= 2.1, and one code path is tested.
+    """Rebuilds fairseq/omegaconf objects as inert stand-ins and refuses every global that is
+    not on the allow-list, so loading never calls anything the file chooses (``os.system``,
+    ``builtins.eval``, ...).
+
+    Always stand-ins, even when omegaconf is installed: pickles written by omegaconf 2.0
+    (the version fairseq pins) do not load in omegaconf >= 2.1, and one code path is tested.
+    """
+
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in ("omegaconf", "fairseq"):
+        global _ALLOWED
+        if module.split(".")[0] in _STAND_IN_PACKAGES:
             key = (module, name)
             if key not in _STAND_INS:
                 _STAND_INS[key] = type(name, (_StandIn,), {"__module__": module})
             return _STAND_INS[key]
-        return super().find_class(module, name)
+        if _ALLOWED is None:
+            _ALLOWED = _allowed_globals()
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        raise UnsafePickleError(
+            f"the pickle asks for the global {module}.{name}, which a checkpoint never needs "
+            "and which could run code; refused"
+        )
 
 
 def _stand_in_load(file: Any, **kwargs: Any) -> Any:
@@ -165,11 +232,16 @@ def _plain_cfg(ckpt: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _load_pickle(path: Path) -> Any:
-    """torch.load with stand-ins for omegaconf/fairseq classes; errors name the file."""
+    """torch.load through the restricted unpickler (stand-ins for omegaconf/fairseq classes,
+    every other global refused); errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False)
+    except UnsafePickleError as e:
+        from icefall.checkpoint import UnsafeCheckpointError
+
+        raise UnsafeCheckpointError(f"Refusing to load {path}: {e}") from None
     except Exception as e:  # truncated, not a torch file, ...
         raise FairseqCheckpointError(
             f"{path}: cannot read as a torch/fairseq checkpoint ({type(e).__name__}: {e})"
@@ -447,10 +519,10 @@ def _build_and_load(params: Dict[str, Any], sd: Dict[str, Tensor], path: Path) -
 def convert_fairseq_checkpoint(src: PathLike, dst: PathLike) -> Dict[str, Any]:
     """Write ``dst`` in our format ``{"model": state_dict, "params": {...}}`` from the
     fairseq checkpoint ``src``; returns the params."""
-    from icefall.checkpoint import atomic_torch_save
+    from icefall.checkpoint import atomic_torch_save, to_plain
 
     model, cfg = load_fairseq_hubert(src)
-    params = dict(cfg["icefall_params"], source=f"fairseq:{src}")
+    params = to_plain(dict(cfg["icefall_params"], source=f"fairseq:{src}"))
     atomic_torch_save({"model": model.state_dict(), "params": params}, dst)
     return params
 

@@ -201,7 +201,9 @@ class KMeans:
 
     @classmethod
     def load(cls, path: Pathlike, map_location: Union[str, torch.device] = "cpu") -> "KMeans":
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        from icefall.checkpoint import load_file
+
+        state = load_file(path, map_location=map_location)
         if state.get("format") != FORMAT:
             raise ValueError(f"{path} is not a {FORMAT} file")
         km = cls(state["n_clusters"], state["meta"])

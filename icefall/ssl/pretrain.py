@@ -152,7 +152,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
         train_cuts, data.ssl_dataset(train=True, with_labels=with_labels), world_size=world_size, rank=rank
     )
     valid_dl = data.valid_dataloader(
-        data.load_cuts(params.valid_split), data.ssl_dataset(train=False, with_labels=with_labels),
+        data.load_cuts(params.valid_split).filter(cut_filter),
+        data.ssl_dataset(train=False, with_labels=with_labels),
         world_size=world_size, rank=rank,
     )
     after_step = None

@@ -133,8 +133,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     # lhotse's recipe reads the *.trans.txt files and the audio headers; recording and
     # supervision ids are the utterance ids (e.g. 1089-134686-0000).
     list=$(printf "'%s'," $todo)
-    $PY -c "from lhotse.recipes import prepare_librispeech as p; \
-p('$corpus', dataset_parts=[$list], output_dir='$manifests', num_jobs=$num_jobs)"
+    # (icefall's wrapper first checks that every transcript is UTF-8, naming a file that is not.)
+    $PY -c "from icefall.data.librispeech import prepare_manifests as p; \
+p('$corpus', [$list], '$manifests', num_jobs=$num_jobs)"
     for part in $todo; do touch $manifests/.$part.done; done
   fi
   if [ -f $manifests/.finetuning.done ]; then
