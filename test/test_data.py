@@ -74,7 +74,7 @@ def test_fbank_stage_counts_and_names_unreadable_audio(tmp_path, caplog):
     RecordingSet.from_recordings(recs).to_file(manifests / "mini_recordings_dev.jsonl.gz")
     SupervisionSet.from_segments(sups).to_file(manifests / "mini_supervisions_dev.jsonl.gz")
     with caplog.at_level(logging.INFO):
-        out = compute_fbank_split(manifests, tmp_path / "fbank", "dev", num_jobs=1)
+        out = compute_fbank_split(manifests, tmp_path / "fbank", "dev", "mini", num_jobs=1)
     assert [c.id for c in load_manifest(out)] == ["utt0"]
     assert "dev: skipped 2 of 3 cuts whose audio could not be read: utt1, utt2" in caplog.text
     assert "1 cuts, 2 skipped" in caplog.text

@@ -145,7 +145,7 @@ def test_command_lines_refuse(tmp_path, evil):
         (MINI / "zipformer/extract_features.py", "--checkpoint", path, "--layers", 1,
          "--out-dir", tmp_path / "feats"),
         ("-m", "icefall.ssl.labels", "--features", "layer", "--checkpoint", path,
-         "--out-dir", tmp_path / "labels"),
+         "--out-dir", tmp_path / "labels", "--prefix", "mini"),
     ]
     for args in runs:
         proc = _cli(*args)
