@@ -79,7 +79,7 @@ def test_lean_loss_equals_naive_full_logits(head):
     torch.manual_seed(123)
     loss, stats = model(source, lens, labels)
     torch.manual_seed(123)  # same mask: compute_mask draws from the global RNG
-    from icefall.ssl.masking import compute_mask
+    from icefall.nn.masking import compute_mask
 
     mask = compute_mask((3, 20), lens, 0.5, 3, 2)
     ref, count = naive_loss(model, source, lens, labels, mask)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from icefall.ssl.masking import (
+from icefall.nn.masking import (
     compute_channel_mask,
     compute_mask,
     sample_span_starts,

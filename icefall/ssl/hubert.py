@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icefall.ssl.masking import compute_mask
+from icefall.nn.masking import compute_mask
 from icefall.utils import make_pad_mask
 
 IGNORE_ID = -100

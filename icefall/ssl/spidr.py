@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from icefall.nn.configs import ENCODER_CONFIGS, build_encoder
 from icefall.nn.transformer import TransformerEncoder
-from icefall.ssl.masking import compute_mask
+from icefall.nn.masking import compute_mask
 from icefall.utils import make_pad_mask
 
 

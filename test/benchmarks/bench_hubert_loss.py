@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 def run_case(case: str, batch: int, seconds: float) -> dict:
     from icefall.ssl.hubert import HubertConfig, HubertModel
-    from icefall.ssl.masking import compute_mask
+    from icefall.nn.masking import compute_mask
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import torch
 
 from icefall.eval.abx import Item, abx_score, dtw_batch
 from icefall.ssl.kmeans import KMeans
-from icefall.ssl.masking import compute_mask
+from icefall.nn.masking import compute_mask
 
 
 def timeit(fn, repeat=3):
