@@ -136,5 +136,5 @@ def test_fbank_frontend_override_and_pair():
     assert lens.tolist() == [100, 71] and out.shape == (2, 100, model.output_dim)
     cnn = build_encoder("zipformer-tiny")
     assert isinstance(cnn.frontend, Wav2Vec2FrontEnd) and cnn.frontend_type == "cnn"
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="unknown override 'no_such_option'.*valid: .*'num_encoder_layers'"):
         build_encoder("zipformer-tiny", no_such_option=1)

@@ -98,7 +98,7 @@ def test_only_masked_frames_are_scored():
     assert 0 < stats["count_m"] < 30
     assert "count_u" not in stats
     # with an unmasked weight the unmasked valid frames are scored too
-    model.cfg.pred_nomask_weight = 1.0
+    model.cfg = model.cfg.replace(pred_nomask_weight=1.0)  # configs are frozen
     seen.clear()
     _, stats = model(torch.randn(2, 20, 6), lens, labels)
     assert sum(seen) == stats["count_m"] + stats["count_u"] == 30

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from icefall.asr.ctc import ctc_greedy_search, ctc_prefix_beam_search
-from icefall.asr.finetune import build_asr_model
 from icefall.asr.model import AsrModel
 from icefall.asr.search import greedy_search_batch, modified_beam_search
 from icefall.checkpoint import averaged_state_dict_for_decoding, load_file
+from icefall.models import build_model, check_kind, load_weights, model_config_of
 from icefall.data.datamodule import DataModule
 from icefall.data.tokenizer import load_tokenizer
 from icefall.eval.wer import Result, save_results
@@ -83,31 +83,39 @@ def decoding_key(args: argparse.Namespace) -> str:
 
 
 def load_model(
-    args: argparse.Namespace, device: torch.device = torch.device("cpu")
+    args: argparse.Namespace, device: torch.device = torch.device("cpu"), purpose: str = "decoding"
 ) -> Tuple[AsrModel, AttributeDict]:
-    """The model named by the model arguments, in eval mode, and the params it was trained with.
+    """The fine-tuned model named by the model arguments, in eval mode, and the params it was
+    trained with.
 
-    The params (architecture, vocabulary) are read from ``--checkpoint``, else from the newest
-    checkpoint being averaged (``epoch-<epoch>.pt`` or ``checkpoint-<iter>.pt``).
+    The architecture (``params["model_config"]``) is read from ``--checkpoint``, else from the
+    newest checkpoint being averaged (``epoch-<epoch>.pt`` or ``checkpoint-<iter>.pt``). Any other
+    kind of checkpoint (e.g. a pretraining one) is a :class:`icefall.models.CheckpointKindError`.
     """
     if args.checkpoint is not None:
         ckpt = load_file(args.checkpoint)
-        model_params, state = AttributeDict(ckpt["params"]), ckpt["model"]
+        config = model_config_of(ckpt, args.checkpoint)
+        check_kind(config, "asr", args.checkpoint, purpose)
+        model_params, state, source = AttributeDict(ckpt["params"]), ckpt["model"], args.checkpoint
         logging.info(f"Loading {args.checkpoint}")
     else:
         exp_dir = Path(args.exp_dir)
         newest = exp_dir / (f"checkpoint-{args.iter}.pt" if args.iter > 0 else f"epoch-{args.epoch}.pt")
         model_params = AttributeDict(load_file(newest)["params"])
+        config = model_config_of({"params": model_params}, newest)
+        check_kind(config, "asr", newest, purpose)
         state = averaged_state_dict_for_decoding(exp_dir, args.epoch, args.iter, args.avg, args.use_averaged_model)
+        source = newest
         logging.info(f"Loaded {model_suffix(args)} from {exp_dir}")
-    model = build_asr_model(model_params)
-    model.load_state_dict(state)  # copies (float64 running averages included) into float32 params
+    model = build_model(config)
+    load_weights(model, state, source, config)  # copies (float64 running averages included) into float32 params
+    model_params.model_config = config.to_dict()
     return model.to(device).eval(), model_params
 
 
 def input_type(model_params: AttributeDict) -> str:
     """What the model reads: 16 kHz ``wav`` (CNN front end) or 80-dim ``fbank``."""
-    return "wav" if model_params.get("frontend") == "cnn" else "fbank"
+    return model_config_of({"params": dict(model_params)}).input_type
 
 
 @torch.no_grad()

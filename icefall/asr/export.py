@@ -396,7 +396,7 @@ def export(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     """Everything the flags ask for; returns {"jit"/"onnx": {"<name>@<size>": max abs diff}}."""
     exp_dir = Path(args.exp_dir)
     setup_logger(exp_dir / "log" / "log-export")
-    model, model_params = load_model(args)
+    model, model_params = load_model(args, purpose="export.py")
     model = model.float()
     target = exp_dir / "pretrained.pt"
     if args.checkpoint is None or Path(args.checkpoint).resolve() != target.resolve():

@@ -1,29 +1,48 @@
 """Fine-tuning a pretrained SSL encoder with CTC and/or pruned RNN-T, shared by the recipes.
 
-The encoder is the pretrained HuBERT-style model's front end + encoder (its prediction head is
-dropped), wrapped in :class:`SslEncoder`, which applies span masking during fine-tuning (as
-fairseq's ``apply_mask``) and can keep the encoder frozen for the first ``--freeze-steps``.
+The encoder is the pretrained model's front end + encoder (its prediction heads, teacher or
+codebooks are dropped), wrapped in :class:`icefall.models.SslEncoder`, which applies span
+masking during fine-tuning (as fairseq's ``apply_mask``) and can keep the encoder frozen for the
+first ``--freeze-steps``. ``--init-ckpt`` takes any checkpoint :func:`icefall.models.load_model`
+reads:
 
-    --init-ckpt exp/epoch-20.pt          our pretrain.py checkpoint (``model_avg`` if present)
-    --init-ckpt fairseq:hubert_base.pt   a fairseq HuBERT checkpoint (icefall.ssl.fairseq_import)
-    --init-ckpt none                     the same architecture from scratch
+    --init-ckpt exp/epoch-20.pt               pretrain.py, any --method (``model_avg`` if present)
+    --init-ckpt exp/hubert-base-fairseq.pt    hubert/convert_fairseq.py output
+    --init-ckpt fairseq:hubert_base.pt        a raw fairseq HuBERT checkpoint
+    --init-ckpt exp-ft/epoch-10.pt            a fine-tuned model: its encoder, fresh heads
+    --init-ckpt none                          --encoder/--frontend/--encoder-overrides from scratch
+
+With a checkpoint, the architecture is the checkpoint's: ``--encoder``/``--frontend``, when
+given, must agree with it (an error says what it holds and what was asked), and
+``--encoder-overrides`` applies on top (e.g. ``dropout=0.0``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from icefall.asr.model import AsrModel, combine_losses
+from icefall.asr.model import AsrConfig, AsrModel, asr_model_over, combine_losses
 from icefall.data.datamodule import DataModule
 from icefall.data.tokenizer import load_tokenizer
 from icefall.dist import cleanup_dist, launch
-from icefall.ssl.hubert import HubertModel
+from icefall.models import (
+    ModelConfig,
+    ModelConfigError,
+    SslEncoder,
+    build_model,
+    load_weights,
+    model_config_of,
+    read_checkpoint,
+    write_config_json,
+)
+from icefall.nn.configs import ConfigError, encoder_config, list_encoders, parse_overrides
 from icefall.trainer import (
     Trainer,
     make_optimizer,
@@ -34,46 +53,22 @@ from icefall.trainer import (
 from icefall.utils import AttributeDict, MetricsTracker, num_params, str2bool
 
 FRAME_RATE = 50.0  # encoder output frames per second (SSL encoders keep 50 Hz)
-
-
-class SslEncoder(nn.Module):
-    """``(x, x_lens) -> (out (B,T,D), lens)`` over a HuBERT-style model's front end + encoder.
-
-    Args:
-      ssl: the pretrained model (its head is unused).
-      mask_prob, mask_length: span masking in training (0 disables it).
-      freeze_steps: the encoder runs without gradients while ``num_updates < freeze_steps``.
-    """
-
-    def __init__(self, ssl: HubertModel, mask_prob: float = 0.65, mask_length: int = 10, freeze_steps: int = 0):
-        super().__init__()
-        self.frontend = ssl.frontend
-        self.encoder = ssl.encoder
-        self.mask_emb = ssl.mask_emb
-        self.mask_prob = mask_prob
-        self.mask_length = mask_length
-        self.freeze_steps = freeze_steps
-        self.num_updates = 0
-        self.output_dim = ssl.encoder.output_dim
-        self._ssl = [ssl]  # not a submodule: its head must not be saved or trained
-
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        frozen = self.training and self.num_updates < self.freeze_steps
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            enc = HubertModel.encode(
-                self._ssl[0], x, x_lens,
-                mask=self.training and self.mask_prob > 0,
-                mask_prob=self.mask_prob, mask_length=self.mask_length,
-            )
-        return enc["out"], enc["lens"]
+DEFAULT_ENCODER, DEFAULT_FRONTEND = "zipformer-ssl-base", "cnn"  # --init-ckpt none
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("fine-tuning")
-    g.add_argument("--init-ckpt", default="none", help="pretrain.py checkpoint, fairseq:<path>, or none (from scratch)")
-    g.add_argument("--encoder", default="zipformer-ssl-base", help="named encoder (used with --init-ckpt none)")
-    g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"])
-    g.add_argument("--encoder-overrides", default="", help="k=v overrides of the named encoder (with --init-ckpt none)")
+    g.add_argument("--init-ckpt", default="none",
+                   help="pretrain.py or finetune.py checkpoint, convert_fairseq.py output, fairseq:<path>, "
+                        "or none (from scratch)")
+    g.add_argument("--encoder", default=None, choices=list_encoders(),
+                   help=f"named encoder: with --init-ckpt none (default {DEFAULT_ENCODER}); "
+                        "with a checkpoint it must be the checkpoint's, or left out")
+    g.add_argument("--frontend", default=None, choices=["cnn", "fbank"],
+                   help=f"with --init-ckpt none (default {DEFAULT_FRONTEND}); with a checkpoint it must "
+                        "be the checkpoint's, or left out")
+    g.add_argument("--encoder-overrides", default="",
+                   help="k=v overrides of the encoder (on top of the checkpoint's, e.g. dropout=0.0)")
     g.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"), help="tokens.txt (+ bpe.model)")
     g.add_argument("--use-ctc", type=str2bool, default=False)
     g.add_argument("--use-transducer", type=str2bool, default=True)
@@ -99,79 +94,79 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     )
 
 
-def load_ssl_model(params: AttributeDict) -> HubertModel:
-    """The pretrained model named by ``params.init_ckpt`` (or a fresh one for ``none``).
+def _check_options_agree(params: AttributeDict, held: ModelConfig, spec: str) -> None:
+    """``--encoder``/``--frontend`` given with a checkpoint must be what it holds."""
+    asked = {"--encoder": (params.get("encoder"), held.encoder.name),
+             "--frontend": (params.get("frontend"), held.encoder.frontend_type)}
+    wrong = {k: v for k, v in asked.items() if v[0] is not None and v[0] != v[1]}
+    if wrong:
+        what = "; ".join(f"{k} {a} was asked, the checkpoint holds {h}" for k, (a, h) in wrong.items())
+        raise ModelConfigError(
+            f"--init-ckpt {spec} is {held.describe()}: {what}. The architecture comes from the "
+            f"checkpoint: leave these options out (or set them to the checkpoint's), or fine-tune "
+            f"from scratch with --init-ckpt none")
 
-    Sets ``params.encoder``/``params.frontend`` from the checkpoint, so the fine-tuned
-    checkpoint records the architecture (``build_asr_model`` rebuilds it for decoding).
+
+def load_ssl_model(params: AttributeDict) -> SslEncoder:
+    """The encoder to fine-tune: the one of ``params.init_ckpt`` (any checkpoint kind), or a
+    fresh one of ``--encoder/--frontend/--encoder-overrides`` for ``none``.
+
+    Sets ``params.encoder``/``params.frontend`` to what the model is and
+    ``params.init_objective`` to the objective it was pretrained with (None from scratch); the
+    returned encoder's ``config`` is its typed EncoderConfig.
     """
-    from icefall.ssl.pretrain import build_model, merge_overrides
-
     spec = str(params.init_ckpt)
-    if spec.startswith("fairseq:"):
-        from icefall.ssl.fairseq_import import load_pretrained_hubert
-
-        model, fs_params = load_pretrained_hubert(spec[len("fairseq:"):])
-        params.ssl_params = fs_params
-        params.encoder, params.frontend = fs_params["encoder"], "cnn"
-        return model
-    if spec != "none":
-        from icefall.checkpoint import load_file
-
-        ckpt = load_file(spec)
-        pre = AttributeDict(ckpt["params"])
-        for k in ("encoder", "frontend", "num_classes", "label_rate", "head", "final_dim", "logit_temp",
-                  "feature_pen_weight", "pred_nomask_weight", "mask_prob", "mask_length"):
-            if k in pre:
-                params.setdefault("ssl_" + k, pre[k])
-        params.encoder, params.frontend = pre.encoder, pre.frontend
-        # The pretrained architecture, with this run's overrides on top (e.g. ``dropout=0.0``).
-        # (_ssl_params and decoding read params.encoder_overrides, which the checkpoint records.)
-        params.encoder_overrides = merge_overrides(pre.get("encoder_overrides", ""), params.get("encoder_overrides", ""))
-        model = build_model(_ssl_params(params))
-        weights = ckpt["model_avg"] if ckpt.get("model_avg") is not None else ckpt["model"]
-        model.load_state_dict(weights)
-        logging.info(f"Initialised the encoder from {spec} ({'averaged' if ckpt.get('model_avg') is not None else 'last'} model)")
-        return model
-    return build_model(_ssl_params(params))
-
-
-def _ssl_params(params: AttributeDict) -> AttributeDict:
-    """Params of the SSL model inside a fine-tuned model (pretraining's, or defaults)."""
-    p = AttributeDict(
-        encoder=params.encoder, frontend=params.frontend,
-        encoder_overrides=params.get("encoder_overrides", ""), num_classes=2, label_rate=50.0,
-        head="linear", final_dim=16, logit_temp=0.1, feature_pen_weight=0.0,
-        pred_nomask_weight=0.0, mask_prob=params.mask_prob, mask_length=params.mask_length,
-    )
-    for k in list(p):
-        if "ssl_" + k in params:
-            p[k] = params["ssl_" + k]
-    return p
+    overrides = parse_overrides(params.get("encoder_overrides", ""))
+    kw = dict(mask_prob=params.mask_prob, mask_length=params.mask_length, freeze_steps=params.get("freeze_steps", 0))
+    if spec == "none":
+        frontend = params.get("frontend") or DEFAULT_FRONTEND
+        enc_cfg = encoder_config(params.get("encoder") or DEFAULT_ENCODER, frontend=frontend, **overrides)
+        speech = enc_cfg.build()
+        ssl, objective = SslEncoder(speech.frontend, speech.encoder, None, **kw), None
+    else:
+        state, held = read_checkpoint(spec, averaged=True)
+        _check_options_agree(params, held, spec)
+        try:
+            enc_cfg = held.encoder.with_overrides(**overrides)
+        except ConfigError as e:
+            raise ConfigError(f"--encoder-overrides on --init-ckpt {spec}: {e}") from e
+        config = dataclasses.replace(held, encoder=enc_cfg)
+        model = build_model(config)
+        changed = held.encoder.differences(enc_cfg)
+        try:
+            load_weights(model, state, spec, held)
+        except ModelConfigError as e:
+            raise ModelConfigError(f"{e}\n(--encoder-overrides changed {sorted(changed)})" if changed else str(e)) from e
+        ssl, objective = SslEncoder.from_model(model, **kw), held.objective
+        logging.info(f"Initialised the encoder from {spec}: {held.describe()}"
+                     + (f", overrides {changed}" if changed else ""))
+    ssl.config = enc_cfg
+    params.encoder, params.frontend, params.init_objective = enc_cfg.name, enc_cfg.frontend_type, objective
+    return ssl
 
 
-def build_asr_model(params: AttributeDict, ssl: HubertModel = None) -> AsrModel:
-    """AsrModel over an SslEncoder; ``ssl`` None rebuilds the architecture from ``params``."""
+def asr_config(params: AttributeDict, ssl: Optional[SslEncoder] = None) -> ModelConfig:
+    """The fine-tuned model's config: ``ssl``'s encoder (or the one ``params`` record) and
+    the heads of ``params`` (``vocab_size``/``blank_id`` included)."""
     if ssl is None:
-        if params.get("ssl_params") is not None:  # fairseq-initialised
-            from icefall.ssl.fairseq_import import build_hubert_from_params
+        return model_config_of({"params": dict(params)})
+    return ModelConfig("asr", ssl.config, objective=params.get("init_objective"),
+                       head=AsrConfig.from_params(params).to_dict())
 
-            ssl = build_hubert_from_params(params.ssl_params)
-        else:
-            from icefall.ssl.pretrain import build_model
 
-            ssl = build_model(_ssl_params(params))
-    encoder = SslEncoder(ssl, params.mask_prob, params.mask_length, params.get("freeze_steps", 0))
-    return AsrModel(
-        encoder,
-        vocab_size=params.vocab_size,
-        decoder_dim=params.decoder_dim,
-        joiner_dim=params.joiner_dim,
-        context_size=params.context_size,
-        blank_id=params.blank_id,
-        use_transducer=params.use_transducer,
-        use_ctc=params.use_ctc,
-    )
+def build_asr_model(params: Union[AttributeDict, ModelConfig], ssl: Optional[SslEncoder] = None) -> AsrModel:
+    """An AsrModel over ``ssl`` (from :func:`load_ssl_model`), or rebuilt fresh from a
+    ModelConfig or a run's params (``params["model_config"]``, or older checkpoints' params).
+    With ``ssl``, sets ``params.model_config`` (what checkpoints record)."""
+    if isinstance(params, ModelConfig):
+        return build_model(params)
+    config = asr_config(params, ssl)
+    if ssl is None:
+        model = build_model(config)
+        model.encoder.freeze_steps = params.get("freeze_steps", 0)
+        return model
+    params.model_config = config.to_dict()
+    return asr_model_over(ssl, AsrConfig.from_dict(config.head))
 
 
 def make_compute_loss(params: AttributeDict):
@@ -209,13 +204,15 @@ def run(rank: int, world_size: int, args: argparse.Namespace, hooks=None) -> Non
     params.vocab_size, params.blank_id = tokenizer.vocab_size, tokenizer.blank_id
     # On resume (--start-epoch/--start-batch) the trainer then overwrites these weights.
     model = build_asr_model(params, load_ssl_model(params))
+    if rank == 0:
+        write_config_json(params.exp_dir, ModelConfig.from_dict(params.model_config), init_ckpt=str(params.init_ckpt))
     logging.info(f"ASR model: {num_params(model) / 1e6:.2f}M parameters "
                  f"(ctc={params.use_ctc}, transducer={params.use_transducer}, init={params.init_ckpt})")
     if hooks is not None:
         hooks.setup_model(model, params)
     optimizer, scheduler = (hooks.make_optimizer if hooks is not None else make_optimizer)(model, params)
 
-    args.input_type = "wav" if params.frontend == "cnn" else "fbank"
+    args.input_type = model.encoder.config.input_type
     data = DataModule(args)
     cut_filter = data.cut_filter(tokenizer=tokenizer, output_frame_rate=FRAME_RATE)
     train_cuts = data.load_cuts(params.train_split).filter(cut_filter)

@@ -1,7 +1,8 @@
 """AsrModel: an encoder with a CTC head and/or a pruned-RNN-T transducer head."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,8 @@ from icefall.asr.ctc import CtcHead, ctc_loss
 from icefall.asr.decoder import Decoder
 from icefall.asr.joiner import Joiner
 from icefall.asr.rnnt_loss import rnnt_backend
+from icefall.models import ModelConfig, SslEncoder
+from icefall.nn.configs import _Config
 
 
 class AsrLosses(NamedTuple):
@@ -182,3 +185,39 @@ class AsrModel(nn.Module):
         if self.use_ctc:
             ctc = ctc_loss(self.ctc_output(encoder_out), encoder_out_lens, targets, self.blank_id)
         return AsrLosses(simple, pruned, ctc)
+
+
+@dataclass(frozen=True)
+class AsrConfig(_Config):
+    """The heads of a fine-tuned AsrModel and its encoder's fine-tuning masking (icefall names)."""
+
+    vocab_size: int
+    blank_id: int = 0
+    decoder_dim: int = 512
+    joiner_dim: int = 512
+    context_size: int = 2
+    use_transducer: bool = True
+    use_ctc: bool = False
+    mask_prob: float = 0.65  # SslEncoder span masking while fine-tuning (fairseq mask_prob)
+    mask_length: int = 10  # fairseq mask_length
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any]) -> "AsrConfig":
+        """From a run's params (``finetune.py`` options plus ``vocab_size``/``blank_id``)."""
+        return cls.from_dict({k: params[k] for k in cls.field_names() if k in params})
+
+
+def build_asr_from_config(config: "ModelConfig", freeze_steps: int = 0) -> AsrModel:
+    """A fresh AsrModel over an SslEncoder of ``config.encoder`` (``config.kind == "asr"``)."""
+    head = AsrConfig.from_dict(config.head)
+    speech = config.encoder.build()
+    encoder = SslEncoder(speech.frontend, speech.encoder, None, head.mask_prob, head.mask_length, freeze_steps,
+                         config=config.encoder)
+    return asr_model_over(encoder, head)
+
+
+def asr_model_over(encoder: nn.Module, head: AsrConfig) -> AsrModel:
+    """An AsrModel with fresh heads of ``head`` over ``encoder``."""
+    return AsrModel(encoder, vocab_size=head.vocab_size, decoder_dim=head.decoder_dim,
+                    joiner_dim=head.joiner_dim, context_size=head.context_size, blank_id=head.blank_id,
+                    use_transducer=head.use_transducer, use_ctc=head.use_ctc)

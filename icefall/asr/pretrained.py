@@ -65,7 +65,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
 
 def transcribe(args: argparse.Namespace) -> Dict[str, str]:
     """{file: transcript} for ``args.sound_files``; also printed as ``file: transcript``."""
-    model, model_params = load_model(args)
+    model, model_params = load_model(args, purpose="pretrained.py")
     tokenizer = load_tokenizer(args.lang_dir)
     x, x_lens = read_inputs(args.sound_files, input_type(model_params))
     hyps = decode_batch(model, x, x_lens, args.decoding_method, args.beam_size)

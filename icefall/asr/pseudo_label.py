@@ -167,7 +167,7 @@ def main(args: Optional[argparse.Namespace] = None) -> Dict[str, float]:
         parser.error("--split and --cuts-prefix are required")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    model, params = load_model(args, device)
+    model, params = load_model(args, device, purpose="pseudo_label.py")
     tokenizer = load_tokenizer(args.lang_dir)
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(f"{args.lang_dir} has {tokenizer.vocab_size} tokens, the model {model.vocab_size}")

@@ -182,11 +182,11 @@ def evaluate_checkpoint(
 ) -> Dict[Union[int, str], Dict[str, float]]:
     """Evaluate every layer of a ``pretrain.py`` checkpoint (and the stored fbank of ``cuts`` when
     ``reference``) and write ``layers.{md,png,json}`` into ``out_dir``."""
-    from icefall.ssl.labels import load_pretrained
+    from icefall.models import load_feature_model
     from icefall.ssl.units import cut_waveform
 
-    model, input_type = load_pretrained(checkpoint, device)
-    source_fn = cut_waveform if input_type == "wav" else (lambda c: torch.as_tensor(c.load_features()))
+    model, config = load_feature_model(checkpoint, device)
+    source_fn = cut_waveform if config.input_type == "wav" else (lambda c: torch.as_tensor(c.load_features()))
     phones, words, speakers = cut_alignments(cuts)
     feats: Dict[Union[int, str], Features] = {}
     rates: Dict[Union[int, str], float] = {}
@@ -210,7 +210,7 @@ def evaluate_checkpoint(
 def get_parser(**defaults) -> argparse.ArgumentParser:
     """The options of :func:`main`; ``defaults`` are a recipe's own."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a pretrain.py checkpoint (epoch-N.pt)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a pretrain.py checkpoint (epoch-N.pt), or any other icefall.models.load_model reads")
     parser.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"), help="cuts with fbank and alignments")
     parser.add_argument("--prefix", default=None, help="cuts are <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz (required)")
     parser.add_argument("--split", default="dev")

@@ -13,8 +13,9 @@ with stand-in classes for them and turn the config into plain dicts.
 
 Our converted-checkpoint format (``egs/librispeech/SSL/hubert/convert_fairseq.py``) is
 ``{"model": state_dict, "params": {"encoder": name, "encoder_overrides": {...},
-"hubert_config": {...}}}``; :func:`build_hubert_from_params` rebuilds the model from ``params``
-and :func:`load_pretrained_hubert` accepts either form (``fairseq:<path>`` or a converted file).
+"hubert_config": {...}, "model_config": {...}}}``; :func:`icefall.models.load_model` reads it,
+and a raw fairseq file (``fairseq:<path>`` or detected) through :func:`read_fairseq_model`, to
+the same model and config, so ``finetune.py --init-ckpt`` takes either.
 The key mapping is tabulated in docs/fairseq.md.
 
 Checkpoints are pickles, and unpickling may call whatever the file names; ours calls nothing but
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import enum
 import logging
 import math
@@ -38,8 +38,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from icefall.nn.configs import build_encoder
-from icefall.ssl.hubert import HubertConfig, HubertModel
+from icefall.models import ModelConfig, build_model, model_config_of
+from icefall.ssl.hubert import HubertModel
 
 PathLike = Union[str, Path]
 
@@ -465,15 +465,21 @@ def hubert_params_from_fairseq(cfg: Dict[str, Any], state_dict: Optional[Dict[st
 def build_hubert_from_params(params: Dict[str, Any]) -> HubertModel:
     """A (randomly initialised) HubertModel from ``{"encoder", "encoder_overrides",
     "hubert_config"}`` as :func:`hubert_params_from_fairseq` writes them."""
-    speech = build_encoder(params["encoder"], **params["encoder_overrides"])
-    known = {f.name for f in dataclasses.fields(HubertConfig)}
-    hcfg = HubertConfig(**{k: v for k, v in params["hubert_config"].items() if k in known})
-    return HubertModel(speech.frontend, speech.encoder, hcfg)
+    return build_model(model_config_of({"params": params}))
 
 
 # --------------------------------------------------------------------------- loading
 _PRETRAINING_HEAD = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
 _OUR_PARAMS = ("encoder", "encoder_overrides", "hubert_config")
+
+
+def read_fairseq_model(path: PathLike) -> Tuple[Dict[str, Tensor], ModelConfig]:
+    """(our HubertModel state dict, its ModelConfig) of a fairseq HuBERT checkpoint: the reader
+    :func:`icefall.models.load_model` uses for ``fairseq:<path>`` and detected fairseq files."""
+    path = Path(path)
+    cfg, sd = read_fairseq_checkpoint(path)
+    params, ours = _from_fairseq(cfg, sd, path)
+    return ours, model_config_of({"params": dict(params, source=f"fairseq:{path}")}, path)
 
 
 def load_fairseq_hubert(path: PathLike) -> Tuple[HubertModel, Dict[str, Any]]:
@@ -522,7 +528,9 @@ def convert_fairseq_checkpoint(src: PathLike, dst: PathLike) -> Dict[str, Any]:
     from icefall.checkpoint import atomic_torch_save, to_plain
 
     model, cfg = load_fairseq_hubert(src)
-    params = to_plain(dict(cfg["icefall_params"], source=f"fairseq:{src}"))
+    params = dict(cfg["icefall_params"], source=f"fairseq:{src}")
+    params["model_config"] = model_config_of({"params": params}, src).to_dict()
+    params = to_plain(params)
     atomic_torch_save({"model": model.state_dict(), "params": params}, dst)
     return params
 
@@ -550,5 +558,6 @@ def load_pretrained_hubert(spec: PathLike, num_classes: Optional[int] = None
             f"{path}: neither a fairseq checkpoint nor one with params {_OUR_PARAMS}")
     if num_classes is not None and num_classes != params["hubert_config"].get("num_classes"):
         params["hubert_config"] = dict(params["hubert_config"], num_classes=num_classes)
+        params.pop("model_config", None)  # described anew by hubert_config
         sd = {k: v for k, v in sd.items() if k != "label_embs_concat"}
     return _build_and_load(params, sd, path), params

@@ -16,33 +16,42 @@ and are subsampled to the encoder's frame rate.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icefall.models import Objective
+from icefall.nn.configs import _Config
 from icefall.nn.masking import compute_mask
 from icefall.utils import make_pad_mask
 
 IGNORE_ID = -100
 
 
-@dataclass
-class HubertConfig:
-    num_classes: int = 500
-    label_rate: float = 50.0
-    frame_rate: float = 50.0
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    min_masks: int = 2
-    head: str = "cosine"  # or "linear"
-    final_dim: int = 256
-    logit_temp: float = 0.1
-    feature_pen_weight: float = 10.0
-    pred_masked_weight: float = 1.0
-    pred_nomask_weight: float = 0.0
+def _opt(default, help: str, **kw):
+    """A field that is also a ``pretrain.py`` option of the same name."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class HubertConfig(_Config):
+    """HuBERT-style masked prediction (fairseq ``hubert`` model/criterion names)."""
+
+    num_classes: int = _opt(500, "k-means clusters of the labels")  # fairseq: len(dictionary)
+    label_rate: float = 50.0  # fairseq label_rate (pretrain.py: --label-rate of the data options)
+    frame_rate: float = 50.0  # encoder frames per second (fairseq: 16000 / prod(conv strides))
+    mask_prob: float = _opt(0.8, "fraction of frames that start a masked span")  # fairseq mask_prob
+    mask_length: int = _opt(10, "masked span length (frames)")  # fairseq mask_length
+    min_masks: int = 2  # fairseq apply_mask's min_masks
+    head: str = _opt("cosine", "prediction head", choices=["cosine", "linear"])  # cosine = fairseq's
+    final_dim: int = _opt(256, "cosine head projection size")  # fairseq final_dim
+    logit_temp: float = _opt(0.1, "cosine head temperature")  # fairseq logit_temp
+    feature_pen_weight: float = _opt(10.0, "weight of the CNN feature penalty")  # fairseq loss_weights[0]
+    pred_masked_weight: float = 1.0  # fairseq pred_masked_weight
+    pred_nomask_weight: float = _opt(0.0, "weight of the unmasked frames' loss")  # fairseq pred_nomask_weight
 
 
 class HubertModel(nn.Module):
@@ -212,3 +221,11 @@ class HubertModel(nn.Module):
         if layers is not None:
             all_layers = [all_layers[i] for i in layers]
         return all_layers, out_lens
+
+
+def _build_hubert(speech: nn.Module, cfg: HubertConfig) -> HubertModel:
+    return HubertModel(speech.frontend, speech.encoder, cfg)
+
+
+#: The ``--method hubert`` registration (icefall.models.OBJECTIVES).
+HUBERT = Objective("hubert", HubertConfig, _build_hubert, needs_labels=True)

@@ -27,29 +27,18 @@ FeatureFn = Callable[[object], torch.Tensor]
 
 
 def load_pretrained(checkpoint: Path, device: str = "cpu") -> Tuple[torch.nn.Module, str]:
-    """The SSL model of a checkpoint, in eval mode, and its input type ("wav" or "fbank").
+    """The feature model of any checkpoint :func:`icefall.models.load_model` reads, in eval
+    mode, and its input type ("wav" or "fbank").
 
-    Either a ``pretrain.py`` checkpoint (its params say how to rebuild the model) or a
-    fine-tuned ASR checkpoint of ``finetune.py`` (recognised by ``vocab_size`` in its params):
-    then the model is the ASR encoder's front end + encoder, with the fine-tuned weights, as
-    VietASR takes k-means on a supervised ASR encoder. Layer indices mean the same in both.
+    A pretraining checkpoint (any ``--method``, converted or raw fairseq) gives the objective's
+    model; a fine-tuned ASR checkpoint gives its encoder (an ``SslEncoder``, with the fine-tuned
+    weights), as VietASR takes k-means on a supervised ASR encoder. Both have
+    ``extract_features(source, lens, layers)``, and layer indices mean the same in both.
     """
-    from icefall.checkpoint import load_file
-    from icefall.ssl.pretrain import build_model
-    from icefall.utils import AttributeDict
+    from icefall.models import load_feature_model
 
-    ckpt = load_file(checkpoint)
-    params = AttributeDict(ckpt["params"])
-    if "vocab_size" in params:  # a fine-tuned AsrModel over an SslEncoder
-        from icefall.asr.finetune import build_asr_model
-
-        asr = build_asr_model(params)
-        asr.load_state_dict(ckpt["model"])
-        model = asr.encoder._ssl[0]  # shares the (now fine-tuned) front end and encoder
-    else:
-        model = build_model(params)
-        model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ("wav" if params.frontend == "cnn" else "fbank")
+    model, config = load_feature_model(checkpoint, device)
+    return model, config.input_type
 
 
 def checkpoint_feature_fn(checkpoint: Path, layer: int, device: str = "cpu") -> FeatureFn:
@@ -122,7 +111,8 @@ def main(argv=None) -> None:
     parser.add_argument("--fit-split", default="train-unlabeled")
     parser.add_argument("--splits", nargs="+", default=["train-unlabeled", "dev"])
     parser.add_argument("--features", choices=["mfcc", "fbank", "stored", "layer"], default="mfcc")
-    parser.add_argument("--checkpoint", type=Path, help="--features layer: a pretrain.py or finetune.py (ASR) checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="--features layer: a pretrain.py or finetune.py (ASR) checkpoint, "
+                        "convert_fairseq.py output or fairseq:<path>")
     parser.add_argument("--layer", type=int, default=-1, help="--features layer: 0 = front end, 1..L encoder layers")
     parser.add_argument("--num-clusters", type=int, default=100)
     parser.add_argument("--max-fit-frames", type=int, default=None, help="fit on at most this many frames")

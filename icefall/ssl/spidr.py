@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -43,9 +43,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icefall.nn.configs import ENCODER_CONFIGS, build_encoder
-from icefall.nn.transformer import TransformerEncoder
+from icefall.models import Objective, build_model, pretrain_config
+from icefall.nn.configs import EncoderConfig, _Config
 from icefall.nn.masking import compute_mask
+from icefall.nn.transformer import TransformerEncoder
 from icefall.utils import make_pad_mask
 
 
@@ -196,21 +197,28 @@ class Codebook(nn.Module):
 
 
 # ---------------------------------------------------------------------- model
-@dataclass
-class SpidrConfig:
+def _opt(default, help: str):
+    """A field that is also a ``pretrain.py`` option of the same name."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SpidrConfig(_Config):
+    """SpidR / DinoSR (SpidR paper symbols and fairseq DinoSR names in the comments)."""
+
     variant: str = "spidr"  # "spidr": head k reads student layer k; "dinosr": all read the last
-    num_codebooks: int = 8  # K: codebooks on the top K layers
-    codebook_size: int = 256  # V
-    codebook_decay: float = 0.9  # tau
+    num_codebooks: int = _opt(8, "spidr/dinosr: codebooks on the top K layers")  # K
+    codebook_size: int = _opt(256, "spidr/dinosr: codewords per codebook")  # V (DinoSR codebook_size)
+    codebook_decay: float = 0.9  # tau (DinoSR codebook_decay)
     layer_tap: str = "auto"  # "ffn" | "block" | "auto" (ffn for the Transformer, else block)
-    mask_prob: float = 0.8  # fairseq convention: 8% of frames start a span
-    mask_length: int = 10
+    mask_prob: float = _opt(0.8, "fraction of frames that start a masked span")  # fairseq convention
+    mask_length: int = _opt(10, "masked span length (frames)")
     min_masks: int = 2
     teacher_schedule: str = "auto"  # "exp" (SpidR) | "linear" (DinoSR) | "auto" (by variant)
-    ema_start_decay: float = 0.999  # beta_0
-    ema_timescale: float = 10000.0  # T of the exp schedule (SpidR Table 5)
-    ema_end_decay: float = 0.9999  # linear schedule
-    ema_anneal_end_step: int = 30000  # linear schedule
+    ema_start_decay: float = 0.999  # beta_0 (DinoSR ema_decay)
+    ema_timescale: float = _opt(10000.0, "spidr: teacher decay time constant (optimizer steps)")  # T
+    ema_end_decay: float = 0.9999  # linear schedule (DinoSR ema_end_decay)
+    ema_anneal_end_step: int = 30000  # linear schedule (DinoSR ema_anneal_end_step)
     teacher_freeze_step: Optional[int] = 200000  # linear schedule: teacher frozen from here
     ema_copy_params: Tuple[str, ...] = ("pos_conv",)  # teacher params copied, not averaged
     freeze_frontend_step: Optional[int] = None  # stop training the front end (Table 5: 200k)
@@ -457,23 +465,29 @@ TRANSFORMER_SPIDR_OVERRIDES: Dict[str, Any] = dict(
 )
 
 
+def spidr_encoder_defaults(enc: EncoderConfig, cfg: SpidrConfig) -> Dict[str, Any]:
+    """Encoder overrides applied before the user's: :data:`TRANSFORMER_SPIDR_OVERRIDES` for a
+    Transformer (the ``frontend_*`` ones with the CNN front end only), plus ``layerdrop=0`` for
+    the SpidR variant (its heads read feed-forward outputs of every top layer)."""
+    if enc.encoder.kind != "transformer":
+        return {}
+    out = {k: v for k, v in TRANSFORMER_SPIDR_OVERRIDES.items()
+           if not k.startswith("frontend_") or enc.frontend_type == "cnn"}
+    if cfg.variant == "spidr" and cfg.layer_tap in ("auto", "ffn"):
+        out["layerdrop"] = 0.0
+    return out
+
+
 def build_spidr(encoder_name: str, variant: str = "spidr", **overrides: Any) -> SpidrModel:
     """A SpidR or DinoSR model over a named encoder (``icefall.nn.configs``).
 
-    ``overrides`` that are :class:`SpidrConfig` fields configure the model; the rest go to
-    :func:`~icefall.nn.configs.build_encoder` and win over the defaults applied here:
-    :data:`TRANSFORMER_SPIDR_OVERRIDES` for Transformer encoders, plus ``layerdrop=0`` for the
-    SpidR variant (its heads read feed-forward outputs of every top layer).
+    ``overrides`` that are :class:`SpidrConfig` fields configure the model; the rest are
+    encoder overrides and win over :func:`spidr_encoder_defaults`.
     """
-    cfg_fields = {f.name for f in fields(SpidrConfig)}
-    cfg = SpidrConfig(variant=variant, **{k: v for k, v in overrides.items() if k in cfg_fields})
-    enc_overrides: Dict[str, Any] = {}
-    if ENCODER_CONFIGS[encoder_name]["encoder"] == "transformer":
-        enc_overrides.update(TRANSFORMER_SPIDR_OVERRIDES)
-        if variant == "spidr" and cfg.layer_tap in ("auto", "ffn"):
-            enc_overrides["layerdrop"] = 0.0
-    enc_overrides.update({k: v for k, v in overrides.items() if k not in cfg_fields})
-    speech = build_encoder(encoder_name, **enc_overrides)
+    return build_model(pretrain_config(variant, encoder_name, overrides=overrides))
+
+
+def _build_spidr_model(speech: nn.Module, cfg: SpidrConfig) -> SpidrModel:
     return SpidrModel(speech.frontend, speech.encoder, cfg)
 
 
@@ -484,3 +498,10 @@ def spidr_after_step(trainer: Any) -> None:
     model = getattr(model, "module", model)  # unwrap DDP
     p = trainer.params
     model.update_teacher(p.batch_idx_train // p.get("accum_grad", 1))
+
+
+#: The ``--method spidr`` and ``--method dinosr`` registrations (icefall.models.OBJECTIVES).
+SPIDR = Objective("spidr", SpidrConfig, _build_spidr_model, fixed={"variant": "spidr"},
+                  encoder_defaults=spidr_encoder_defaults, after_step=spidr_after_step)
+DINOSR = Objective("dinosr", SpidrConfig, _build_spidr_model, fixed={"variant": "dinosr"},
+                   encoder_defaults=spidr_encoder_defaults, after_step=spidr_after_step)
