@@ -239,3 +239,13 @@ def test_controllers(mode):
         assert model.fc1.threshold.requires_grad is (not frozen)
     with pytest.raises(ValueError, match="controller"):
         controlled_eta(ctrl, model, 0, 0.4, "nope")
+
+
+def test_dense_ckpt_must_be_a_fine_tuned_model(tmp_path):
+    from icefall.models import CheckpointKindError
+    from icefall.ssl.pretrain import build_model, get_parser as pretrain_parser
+
+    params = AttributeDict(vars(pretrain_parser(encoder="hubert-tiny", num_classes=5).parse_args([])))
+    torch.save({"model": build_model(params).state_dict(), "params": dict(params)}, tmp_path / "pt.pt")
+    with pytest.raises(CheckpointKindError, match=r"pt\.pt is a pretraining checkpoint.*--dense-ckpt needs a fine-tuned one"):
+        PruneHooks().setup_model(Net(), _params(tmp_path, method="uniform", dense_ckpt=tmp_path / "pt.pt"))

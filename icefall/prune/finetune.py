@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from icefall.asr import finetune
 from icefall.checkpoint import atomic_torch_save, load_file, to_plain, unwrap_model
+from icefall.models import check_kind, model_config_of
 from icefall.prune.baselines import mixed_sparsity_prune, uniform_magnitude_prune
 from icefall.prune.export import export_compact, folded_state_dict
 from icefall.prune.gates import (
@@ -157,6 +158,8 @@ class PruneHooks:
             if params.dense_ckpt is None:
                 raise ValueError(f"--method {method} needs --dense-ckpt (a fine-tuned dense model)")
             ckpt = load_file(params.dense_ckpt)
+            if ckpt.get("params"):  # ours: a pretraining checkpoint is refused by name, not by missing keys
+                check_kind(model_config_of(ckpt, params.dense_ckpt), "asr", params.dense_ckpt, "--dense-ckpt")
             model.load_state_dict(ckpt["model"])
             logging.info(f"Loaded the dense model from {params.dense_ckpt}")
         patterns = resolve_patterns(params.patterns)
