@@ -39,7 +39,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,9 @@ class Objective:
       encoder_defaults: ``(EncoderConfig, config) -> overrides`` applied before the user's (e.g.
         SpidR's Table 5 settings of a Transformer).
       after_step: a ``Trainer(after_step=...)`` callback (e.g. EMA teacher updates).
+      resizable: parameters that start afresh when a run continuing from a checkpoint changes
+        their shape (HuBERT's label embeddings, for new k-means labels); any other shape change
+        is an error.
     """
 
     name: str
@@ -103,6 +106,7 @@ class Objective:
     needs_labels: bool = False
     encoder_defaults: Optional[Callable[[EncoderConfig, Any], Dict[str, Any]]] = None
     after_step: Optional[Callable[[Any], None]] = None
+    resizable: Tuple[str, ...] = ()
 
     def config_from(self, values: Dict[str, Any]):
         """The config from ``values`` (e.g. the run's params): every config field present in
@@ -188,20 +192,24 @@ class ModelConfig(_Config):
                    source=d.get("source", ""))
 
 
-def pretrain_config(method: str, encoder: str, frontend: Optional[str] = None, overrides: str = "",
-                    values: Optional[Dict[str, Any]] = None) -> ModelConfig:
+def pretrain_config(method: str, encoder: Union[str, EncoderConfig], frontend: Optional[str] = None,
+                    overrides: Union[str, Dict[str, Any]] = "", values: Optional[Dict[str, Any]] = None) -> ModelConfig:
     """The config of a pretraining run: the named ``encoder`` with the ``frontend`` and the
-    objective's encoder defaults, then ``overrides`` (a ``k=v`` string whose keys are encoder
-    fields or fields of the objective's config), objective fields from ``values`` (the run's
-    options) first. Unknown keys: :class:`~icefall.nn.configs.ConfigError` listing the valid."""
+    objective's encoder defaults (or a given EncoderConfig as it is), then ``overrides`` (a
+    ``k=v`` string whose keys are encoder fields or fields of the objective's config), objective
+    fields from ``values`` (the run's options) first. Unknown keys:
+    :class:`~icefall.nn.configs.ConfigError` listing the valid ones."""
     obj = get_objective(method)
     kv = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides)
     obj_fields = set(obj.config_cls.field_names())
     obj_kv = {k: v for k, v in kv.items() if k in obj_fields}
     cfg = obj.config_from({**(values or {}), **obj_kv})
-    enc = encoder_config(encoder, **({"frontend": frontend} if frontend else {}))
-    if obj.encoder_defaults is not None:
-        enc = enc.with_overrides(**obj.encoder_defaults(enc, cfg))
+    if isinstance(encoder, EncoderConfig):
+        enc = encoder
+    else:
+        enc = encoder_config(encoder, **({"frontend": frontend} if frontend else {}))
+        if obj.encoder_defaults is not None:
+            enc = enc.with_overrides(**obj.encoder_defaults(enc, cfg))
     enc_kv = {k: v for k, v in kv.items() if k not in obj_fields}
     try:
         enc = enc.with_overrides(**enc_kv)
@@ -357,6 +365,23 @@ def check_kind(config: ModelConfig, expect: Optional[str], path: PathLike, purpo
     raise CheckpointKindError(f"{path} is {config.describe()}; {purpose or 'this'} needs {need}")
 
 
+def check_options_agree(params: Dict[str, Any], held: ModelConfig, spec: str, always: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
+    """``--encoder``/``--frontend`` given on the command line (a recipe's default is for
+    ``--init-ckpt none`` only) with a checkpoint must be what it holds; so must ``always``
+    (``{option: (asked, held)}``, checked whether given or not)."""
+    given = set(params.get("options_given") or ())
+    asked = {f"--{k}": (params.get(k), h) for k, h in
+             (("encoder", held.encoder.name), ("frontend", held.encoder.frontend_type)) if k in given}
+    asked.update(always or {})
+    wrong = {k: v for k, v in asked.items() if v[0] != v[1]}
+    if wrong:
+        what = "; ".join(f"{k} {a} was asked, the checkpoint holds {h}" for k, (a, h) in wrong.items())
+        raise ModelConfigError(
+            f"--init-ckpt {spec} is {held.describe()}: {what}. The architecture comes from the "
+            f"checkpoint: leave these options out (or set them to the checkpoint's), or start "
+            f"from scratch with --init-ckpt none")
+
+
 def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
                averaged: bool = False, device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, ModelConfig]:
     """The model of any checkpoint, in eval mode, and its :class:`ModelConfig`.
@@ -381,14 +406,16 @@ def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
 _OPTIONAL = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
 
 
-def load_weights(model: nn.Module, state: Dict[str, Tensor], path: PathLike, config: ModelConfig) -> None:
-    """Copy ``state`` into ``model``; a mismatch is an error naming the file and its model."""
+def load_weights(model: nn.Module, state: Dict[str, Tensor], path: PathLike, config: ModelConfig,
+                 optional: Sequence[str] = ()) -> None:
+    """Copy ``state`` into ``model``; a mismatch is an error naming the file and its model.
+    ``optional``: parameters that may be absent (besides a fairseq file's pretraining head)."""
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         raise ModelConfigError(f"{path} ({config.describe()}): its weights do not fit the model "
                                f"built from its config: {str(e)[:800]}") from e
-    missing = [k for k in result.missing_keys if k not in _OPTIONAL]
+    missing = [k for k in result.missing_keys if k not in _OPTIONAL and k not in optional]
     if missing or result.unexpected_keys:
         raise ModelConfigError(
             f"{path} ({config.describe()}): its weights do not fit the model built from its config: "

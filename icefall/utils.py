@@ -51,6 +51,15 @@ def str2bool(value: Union[str, bool]) -> bool:
     raise argparse.ArgumentTypeError(f"Expected a boolean (true/false/1/0), got {value!r}")
 
 
+class StoreGiven(argparse.Action):
+    """``store``, and records the option's dest in ``namespace.options_given`` when it is on the
+    command line, so that a value the user asked for can be told from a (recipe) default."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.options_given = sorted(set(getattr(namespace, "options_given", None) or ()) | {self.dest})
+
+
 def fix_random_seed(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)

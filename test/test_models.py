@@ -201,9 +201,9 @@ def test_conflicting_finetune_options_are_errors(tmp_path, lang_dir):
         load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", ckpt, "--frontend", "fbank"))
     with pytest.raises(ModelConfigError, match="--encoder hubert-tiny was asked, the checkpoint holds zipformer-tiny"):
         load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", ckpt, "--encoder", "hubert-tiny"))
-    # a recipe default that contradicts the checkpoint is just as wrong
-    with pytest.raises(ModelConfigError, match="--frontend fbank"):
-        load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", ckpt, frontend="fbank"))
+    # a recipe's default serves --init-ckpt none only: the checkpoint's architecture is kept
+    params = _finetune_params(lang_dir, "--init-ckpt", ckpt, frontend="fbank", encoder="hubert-tiny")
+    assert load_ssl_model(params).config.frontend_type == "cnn" and params.frontend == "cnn"
     # agreeing options and regularisation overrides are fine
     ssl = load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", ckpt, "--frontend", "cnn",
                                           "--encoder-overrides", "dropout=0.0"))
@@ -275,3 +275,36 @@ def test_converted_and_raw_fairseq_fine_tune_the_same(tmp_path, lang_dir, monkey
     b, cb = load_model(f"fairseq:{src}")
     assert ca.encoder == cb.encoder and ca.objective_config == cb.objective_config
     _equal_state(a, b)
+
+
+def test_pretraining_continues_from_a_checkpoint(tmp_path, monkeypatch):
+    """pretrain.py --init-ckpt (what docs/fairseq.md promised as --init-from): a fairseq file
+    with new k-means labels keeps everything but the label embeddings; another method is an error."""
+    pytest.importorskip("transformers")
+    from test_fairseq_import import FINAL_DIM, NUM_CLASSES, write_post_norm
+
+    from icefall.ssl.pretrain import init_weights, model_config
+
+    src = tmp_path / "hubert_fs.pt"
+    write_post_norm(src, monkeypatch)
+    argv = ["--init-ckpt", f"fairseq:{src}", "--num-classes", str(NUM_CLASSES + 3)]
+    params = AttributeDict(vars(pretrain_parser(encoder="hubert-base", frontend="cnn").parse_args(argv)))
+    cfg = model_config(params)
+    with pytest.raises(ModelConfigError, match=r"final_proj.weight.*would change shape.*'final_dim': \(8, 256\)"):
+        init_weights(build_model(cfg), params.init_ckpt, cfg)
+    params = AttributeDict(vars(pretrain_parser(encoder="hubert-base", frontend="cnn").parse_args(
+        argv + ["--final-dim", str(FINAL_DIM)])))
+    cfg = model_config(params)
+    assert cfg.encoder.encoder.num_layers == 2 and cfg.objective_config.num_classes == NUM_CLASSES + 3
+    model = build_model(cfg)
+    init_weights(model, params.init_ckpt, cfg)
+    ref, _ = load_model(f"fairseq:{src}")
+    for k, v in ref.state_dict().items():
+        if k != "label_embs_concat":
+            assert torch.equal(model.state_dict()[k], v), k
+    assert model.label_embs_concat.shape[0] == NUM_CLASSES + 3
+
+    _save_pretrain(tmp_path / "spidr.pt", "spidr")
+    with pytest.raises(ModelConfigError, match="--method hubert was asked, the checkpoint holds spidr"):
+        model_config(_pretrain_params("hubert", init_ckpt=str(tmp_path / "spidr.pt")))
+    assert model_config(_pretrain_params("spidr", init_ckpt=str(tmp_path / "spidr.pt"))).objective == "spidr"

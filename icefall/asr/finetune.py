@@ -13,8 +13,9 @@ reads:
     --init-ckpt none                          --encoder/--frontend/--encoder-overrides from scratch
 
 With a checkpoint, the architecture is the checkpoint's: ``--encoder``/``--frontend``, when
-given, must agree with it (an error says what it holds and what was asked), and
-``--encoder-overrides`` applies on top (e.g. ``dropout=0.0``).
+given on the command line, must agree with it (an error says what it holds and what was asked;
+a recipe's defaults for them only serve ``--init-ckpt none``), and ``--encoder-overrides``
+applies on top (e.g. ``dropout=0.0``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from icefall.models import (
     ModelConfigError,
     SslEncoder,
     build_model,
+    check_options_agree,
     load_weights,
     model_config_of,
     read_checkpoint,
@@ -50,10 +52,9 @@ from icefall.trainer import (
     setup_run,
     training_parser,
 )
-from icefall.utils import AttributeDict, MetricsTracker, num_params, str2bool
+from icefall.utils import AttributeDict, MetricsTracker, StoreGiven, num_params, str2bool
 
 FRAME_RATE = 50.0  # encoder output frames per second (SSL encoders keep 50 Hz)
-DEFAULT_ENCODER, DEFAULT_FRONTEND = "zipformer-ssl-base", "cnn"  # --init-ckpt none
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,12 +62,11 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--init-ckpt", default="none",
                    help="pretrain.py or finetune.py checkpoint, convert_fairseq.py output, fairseq:<path>, "
                         "or none (from scratch)")
-    g.add_argument("--encoder", default=None, choices=list_encoders(),
-                   help=f"named encoder: with --init-ckpt none (default {DEFAULT_ENCODER}); "
-                        "with a checkpoint it must be the checkpoint's, or left out")
-    g.add_argument("--frontend", default=None, choices=["cnn", "fbank"],
-                   help=f"with --init-ckpt none (default {DEFAULT_FRONTEND}); with a checkpoint it must "
-                        "be the checkpoint's, or left out")
+    g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), action=StoreGiven,
+                   help="named encoder for --init-ckpt none; with a checkpoint the architecture is the "
+                        "checkpoint's, and this option, when given, must agree with it")
+    g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], action=StoreGiven,
+                   help="front end for --init-ckpt none; with a checkpoint, when given, it must agree with it")
     g.add_argument("--encoder-overrides", default="",
                    help="k=v overrides of the encoder (on top of the checkpoint's, e.g. dropout=0.0)")
     g.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"), help="tokens.txt (+ bpe.model)")
@@ -94,19 +94,6 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     )
 
 
-def _check_options_agree(params: AttributeDict, held: ModelConfig, spec: str) -> None:
-    """``--encoder``/``--frontend`` given with a checkpoint must be what it holds."""
-    asked = {"--encoder": (params.get("encoder"), held.encoder.name),
-             "--frontend": (params.get("frontend"), held.encoder.frontend_type)}
-    wrong = {k: v for k, v in asked.items() if v[0] is not None and v[0] != v[1]}
-    if wrong:
-        what = "; ".join(f"{k} {a} was asked, the checkpoint holds {h}" for k, (a, h) in wrong.items())
-        raise ModelConfigError(
-            f"--init-ckpt {spec} is {held.describe()}: {what}. The architecture comes from the "
-            f"checkpoint: leave these options out (or set them to the checkpoint's), or fine-tune "
-            f"from scratch with --init-ckpt none")
-
-
 def load_ssl_model(params: AttributeDict) -> SslEncoder:
     """The encoder to fine-tune: the one of ``params.init_ckpt`` (any checkpoint kind), or a
     fresh one of ``--encoder/--frontend/--encoder-overrides`` for ``none``.
@@ -119,13 +106,12 @@ def load_ssl_model(params: AttributeDict) -> SslEncoder:
     overrides = parse_overrides(params.get("encoder_overrides", ""))
     kw = dict(mask_prob=params.mask_prob, mask_length=params.mask_length, freeze_steps=params.get("freeze_steps", 0))
     if spec == "none":
-        frontend = params.get("frontend") or DEFAULT_FRONTEND
-        enc_cfg = encoder_config(params.get("encoder") or DEFAULT_ENCODER, frontend=frontend, **overrides)
+        enc_cfg = encoder_config(params.encoder, frontend=params.frontend, **overrides)
         speech = enc_cfg.build()
         ssl, objective = SslEncoder(speech.frontend, speech.encoder, None, **kw), None
     else:
         state, held = read_checkpoint(spec, averaged=True)
-        _check_options_agree(params, held, spec)
+        check_options_agree(params, held, spec)
         try:
             enc_cfg = held.encoder.with_overrides(**overrides)
         except ConfigError as e:

@@ -537,7 +537,7 @@ def convert_fairseq_checkpoint(src: PathLike, dst: PathLike) -> Dict[str, Any]:
 
 def load_pretrained_hubert(spec: PathLike, num_classes: Optional[int] = None
                            ) -> Tuple[HubertModel, Dict[str, Any]]:
-    """The ``--init-from`` convention: a fairseq checkpoint (optionally written
+    """A HubertModel from a fairseq checkpoint (optionally written
     ``fairseq:<path>``) or a file written by :func:`convert_fairseq_checkpoint` (or any of our
     checkpoints whose ``params`` hold ``encoder``/``encoder_overrides``/``hubert_config``).
 

@@ -228,4 +228,4 @@ def _build_hubert(speech: nn.Module, cfg: HubertConfig) -> HubertModel:
 
 
 #: The ``--method hubert`` registration (icefall.models.OBJECTIVES).
-HUBERT = Objective("hubert", HubertConfig, _build_hubert, needs_labels=True)
+HUBERT = Objective("hubert", HubertConfig, _build_hubert, needs_labels=True, resizable=("label_embs_concat",))

@@ -19,7 +19,19 @@ import torch.nn as nn
 
 from icefall.data.datamodule import DataModule
 from icefall.dist import cleanup_dist, launch
-from icefall.models import ModelConfig, get_objective, list_objectives, objective_options, pretrain_config, write_config_json
+from icefall.models import (
+    ModelConfig,
+    ModelConfigError,
+    check_kind,
+    check_options_agree,
+    get_objective,
+    list_objectives,
+    load_weights,
+    objective_options,
+    pretrain_config,
+    read_checkpoint,
+    write_config_json,
+)
 from icefall.models import build_model as build_from_config
 from icefall.nn.configs import list_encoders, merge_overrides, parse_overrides  # noqa: F401 (re-exported)
 from icefall.trainer import (
@@ -29,7 +41,7 @@ from icefall.trainer import (
     setup_run,
     training_parser,
 )
-from icefall.utils import AttributeDict, MetricsTracker, num_params
+from icefall.utils import AttributeDict, MetricsTracker, StoreGiven, num_params
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +50,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--method", default="hubert", choices=list_objectives(),
                    help="hubert: masked prediction of k-means labels; spidr/dinosr: self-distillation")
-    g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), help="named encoder configuration")
-    g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], help="wav2vec2 CNN over waveform, or Conv2d over fbank")
+    g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), action=StoreGiven,
+                   help="named encoder configuration (with --init-ckpt: the checkpoint's)")
+    g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], action=StoreGiven,
+                   help="wav2vec2 CNN over waveform, or Conv2d over fbank (with --init-ckpt: the checkpoint's)")
+    g.add_argument("--init-ckpt", default="none",
+                   help="start from these weights (not a resume): a pretraining checkpoint of the same --method, "
+                        "convert_fairseq.py output or fairseq:<path>; the architecture is the checkpoint's")
     g.add_argument("--encoder-overrides", default="",
                    help="comma-separated k=v overrides of the named encoder or of the objective's config, e.g. "
                         "'frontend_layer3_channels=32,num_encoder_layers=(1,1,1,1)' (see icefall.nn.configs)")
@@ -61,9 +78,36 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
 
 def model_config(params: AttributeDict) -> ModelConfig:
     """The run's typed model config from its options (``--method``, ``--encoder``,
-    ``--frontend``, ``--encoder-overrides`` and the objective's options)."""
-    return pretrain_config(params.get("method", "hubert"), params.encoder, params.frontend,
-                           params.get("encoder_overrides", ""), params)
+    ``--frontend``, ``--encoder-overrides`` and the objective's options); with ``--init-ckpt``
+    the encoder is the checkpoint's (see :func:`init_weights`)."""
+    method = params.get("method", "hubert")
+    if str(params.get("init_ckpt", "none")) == "none":
+        return pretrain_config(method, params.encoder, params.frontend, params.get("encoder_overrides", ""), params)
+    held = read_checkpoint(params.init_ckpt)[1]
+    check_kind(held, "pretrain", params.init_ckpt, "pretrain.py --init-ckpt")
+    check_options_agree(params, held, params.init_ckpt, always={"--method": (method, held.objective)})
+    return pretrain_config(method, held.encoder, overrides=params.get("encoder_overrides", ""), values=params)
+
+
+def init_weights(model: nn.Module, spec: str, config: ModelConfig) -> None:
+    """Copy the weights of ``spec`` (see :func:`model_config`) into ``model`` (of ``config``).
+
+    The objective's ``resizable`` parameters start afresh when this run changes their shape
+    (HuBERT's label embeddings for a new number of k-means classes), with a log line; any other
+    shape change is an error naming the options that differ from the checkpoint's.
+    """
+    state, held = read_checkpoint(spec, averaged=True)
+    own = model.state_dict()
+    changed = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    fresh = [k for k in changed if k in get_objective(config.objective).resizable]
+    if len(fresh) < len(changed):
+        a, b = held.objective_config, config.objective_config
+        diff = {f: (getattr(a, f), getattr(b, f)) for f in a.field_names() if getattr(a, f) != getattr(b, f)}
+        raise ModelConfigError(
+            f"--init-ckpt {spec}: {sorted(set(changed) - set(fresh))} would change shape; the objective "
+            f"options that differ from the checkpoint's are (checkpoint, this run): {diff}")
+    load_weights(model, {k: v for k, v in state.items() if k not in fresh}, spec, held, optional=fresh)
+    logging.info(f"Initialised from {spec} ({held.describe()})" + (f"; {fresh} start afresh" if fresh else ""))
 
 
 def build_model(params: AttributeDict) -> nn.Module:
@@ -106,6 +150,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     if rank == 0:
         write_config_json(params.exp_dir, config)
     model = build_from_config(config)
+    if str(params.get("init_ckpt", "none")) != "none":
+        init_weights(model, str(params.init_ckpt), config)  # a resume (--start-epoch/--start-batch) then overwrites them
     logging.info(f"{params.method} model over {params.encoder}: {num_params(model) / 1e6:.2f}M parameters")
     optimizer, scheduler = make_optimizer(model, params)
 

@@ -3,8 +3,9 @@
 
     ./hubert/convert_fairseq.py --in hubert_base_ls960.pt --out exp/hubert-base-fairseq.pt
 
-Then pass ``--init-from exp/hubert-base-fairseq.pt`` (or ``--init-from fairseq:<path>`` to skip
-this step) to a recipe that initialises from a pretrained HuBERT.  See docs/fairseq.md.
+Then fine-tune from it with ``./zipformer/finetune.py --init-ckpt exp/hubert-base-fairseq.pt``, or
+continue pretraining with ``./hubert/pretrain.py --init-ckpt exp/hubert-base-fairseq.pt``
+(``--init-ckpt fairseq:<path>`` skips this step; both give the same model).  See docs/fairseq.md.
 """
 import argparse
 import json
