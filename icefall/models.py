@@ -204,6 +204,8 @@ def pretrain_config(method: str, encoder: Union[str, EncoderConfig], frontend: O
     obj_fields = set(obj.config_cls.field_names())
     obj_kv = {k: v for k, v in kv.items() if k in obj_fields}
     cfg = obj.config_from({**(values or {}), **obj_kv})
+    if frontend and kv.get("frontend", frontend) != frontend:
+        raise ConfigError(f"--frontend {frontend} and --encoder-overrides frontend={kv['frontend']} disagree")
     if isinstance(encoder, EncoderConfig):
         enc = encoder
     else:
@@ -308,8 +310,8 @@ def _legacy_config(params: Dict[str, Any]) -> ModelConfig:
         if ssl is not None:  # fairseq-initialised
             enc = encoder_config(ssl["encoder"], **ssl["encoder_overrides"])
         else:
-            enc = encoder_config(params["encoder"], frontend=params["frontend"],
-                                 **parse_overrides(params.get("encoder_overrides", "")))
+            enc = encoder_config(params["encoder"], **{"frontend": params["frontend"],
+                                                        **parse_overrides(params.get("encoder_overrides", ""))})
         return ModelConfig("asr", enc, head=_resolve("icefall.asr.model:AsrConfig").from_params(params).to_dict())
     return pretrain_config(params.get("method", "hubert"), params["encoder"], params["frontend"],
                            params.get("encoder_overrides", ""), params)

@@ -82,6 +82,8 @@ def test_unknown_override_lists_the_valid_keys():
     # pretraining: encoder fields or the objective's, and both are listed
     with pytest.raises(ConfigError, match=r"SpidrConfig field: .*'ema_start_decay'"):
         pretrain_config("spidr", "hubert-tiny", overrides="ema_start_dekay=0.99")
+    with pytest.raises(ConfigError, match="--frontend cnn and --encoder-overrides frontend=fbank disagree"):
+        pretrain_config("hubert", "hubert-tiny", "cnn", overrides="frontend=fbank")
     cfg = pretrain_config("spidr", "hubert-tiny", overrides="ema_start_decay=0.99,num_codebooks=2,dropout=0.0")
     assert cfg.objective_config.ema_start_decay == 0.99 and cfg.encoder.encoder.dropout == 0.0
     assert cfg.encoder.encoder.qkv_bias is False  # SpidR's Table 5 defaults, under the user's

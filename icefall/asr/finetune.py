@@ -106,7 +106,9 @@ def load_ssl_model(params: AttributeDict) -> SslEncoder:
     overrides = parse_overrides(params.get("encoder_overrides", ""))
     kw = dict(mask_prob=params.mask_prob, mask_length=params.mask_length, freeze_steps=params.get("freeze_steps", 0))
     if spec == "none":
-        enc_cfg = encoder_config(params.encoder, frontend=params.frontend, **overrides)
+        if overrides.get("frontend", params.frontend) != params.frontend:
+            raise ConfigError(f"--frontend {params.frontend} and --encoder-overrides frontend={overrides['frontend']} disagree")
+        enc_cfg = encoder_config(params.encoder, frontend=params.frontend, **{k: v for k, v in overrides.items() if k != "frontend"})
         speech = enc_cfg.build()
         ssl, objective = SslEncoder(speech.frontend, speech.encoder, None, **kw), None
     else:
