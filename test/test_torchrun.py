@@ -144,7 +144,7 @@ def test_only_rank_0_writes_checkpoints(runs):
     exp = runs / "exp-2proc"
     files = sorted(p.name for p in exp.iterdir())
     assert files == ["best-train-loss.pt", "best-valid-loss.pt", "checkpoint-2.pt",
-                     "checkpoint-4.pt", "epoch-1.pt", "log"]
+                     "checkpoint-4.pt", "config.json", "epoch-1.pt", "log"]
     for name in ("checkpoint-2.pt", "checkpoint-4.pt", "epoch-1.pt"):
         ckpt = load_file(exp / name)
         # the sampler state names the process that saved it
