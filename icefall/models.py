@@ -57,8 +57,10 @@ OBJECTIVES: Dict[str, str] = {
     "dinosr": "icefall.ssl.spidr:DINOSR",
 }
 
-#: Builders of the fine-tuned models of each kind other than "pretrain" (``build(config)``).
+#: Builders of the fine-tuned models of each kind other than "pretrain" (``build(config)``), and
+#: the head configs they read (``from_params`` reads a checkpoint's params from before model configs).
 _TASK_BUILDERS: Dict[str, str] = {"asr": "icefall.asr.model:build_asr_from_config"}
+_TASK_CONFIGS: Dict[str, str] = {"asr": "icefall.asr.model:AsrConfig"}
 
 #: Readers of foreign checkpoint formats: ``read(path) -> (state_dict, ModelConfig)``.
 _FOREIGN_READERS: Dict[str, str] = {"fairseq": "icefall.ssl.fairseq_import:read_fairseq_model"}
@@ -312,7 +314,7 @@ def _legacy_config(params: Dict[str, Any]) -> ModelConfig:
         else:
             enc = encoder_config(params["encoder"], **{"frontend": params["frontend"],
                                                         **parse_overrides(params.get("encoder_overrides", ""))})
-        return ModelConfig("asr", enc, head=_resolve("icefall.asr.model:AsrConfig").from_params(params).to_dict())
+        return ModelConfig("asr", enc, head=_resolve(_TASK_CONFIGS["asr"]).from_params(params).to_dict())
     return pretrain_config(params.get("method", "hubert"), params["encoder"], params["frontend"],
                            params.get("encoder_overrides", ""), params)
 

@@ -96,7 +96,7 @@ def test_registries_name_modules_above_models():
 
     from icefall import models
 
-    for table in (models.OBJECTIVES, models._TASK_BUILDERS, models._FOREIGN_READERS):
+    for table in (models.OBJECTIVES, models._TASK_BUILDERS, models._TASK_CONFIGS, models._FOREIGN_READERS):
         for target in table.values():
             module, _, attr = target.partition(":")
             assert _package(module) in ("asr", "ssl"), target
