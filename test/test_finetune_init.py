@@ -3,9 +3,9 @@ overrides (e.g. regularisation) applied on top."""
 import torch
 
 from icefall.asr.finetune import get_parser, load_ssl_model
+from icefall.nn.configs import encoder_config, merge_overrides, parse_overrides
 from icefall.nn.scaling import Dropout2, ScheduledFloat
-from icefall.ssl.pretrain import build_model, get_parser as pretrain_parser, merge_overrides, parse_overrides
-from icefall.nn.configs import encoder_config
+from icefall.ssl.pretrain import build_model, get_parser as pretrain_parser
 from icefall.utils import AttributeDict
 
 TINY = dict(encoder="zipformer-tiny", frontend="fbank", num_classes=10, label_rate=50.0)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from icefall.asr import decode as dec
 from icefall.asr import finetune

@@ -1,6 +1,5 @@
 """icefall.models: the objective registry, typed configs, the one loader of every checkpoint kind,
 conflicting-option and checkpoint-kind errors, and fine-tuning from each kind."""
-import argparse
 import json
 
 import pytest

@@ -33,7 +33,7 @@ from icefall.models import (
     write_config_json,
 )
 from icefall.models import build_model as build_from_config
-from icefall.nn.configs import list_encoders, merge_overrides, parse_overrides  # noqa: F401 (re-exported)
+from icefall.nn.configs import list_encoders
 from icefall.trainer import (
     Trainer,
     make_optimizer,
