@@ -369,7 +369,8 @@ def check_kind(config: ModelConfig, expect: Optional[str], path: PathLike, purpo
     raise CheckpointKindError(f"{path} is {config.describe()}; {purpose or 'this'} needs {need}")
 
 
-def check_options_agree(params: Dict[str, Any], held: ModelConfig, spec: str, always: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
+def check_options_agree(params: Dict[str, Any], held: ModelConfig, spec: str,
+                        always: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
     """``--encoder``/``--frontend`` given on the command line (a recipe's default is for
     ``--init-ckpt none`` only) with a checkpoint must be what it holds; so must ``always``
     (``{option: (asked, held)}``, checked whether given or not)."""
@@ -380,10 +381,12 @@ def check_options_agree(params: Dict[str, Any], held: ModelConfig, spec: str, al
     wrong = {k: v for k, v in asked.items() if v[0] != v[1]}
     if wrong:
         what = "; ".join(f"{k} {a} was asked, the checkpoint holds {h}" for k, (a, h) in wrong.items())
+        hint = (" (a front end cannot be swapped under trained weights: for an fbank model, e.g. for "
+                "sherpa-onnx, pretrain one with --frontend fbank)" if "--frontend" in wrong else "")
         raise ModelConfigError(
             f"--init-ckpt {spec} is {held.describe()}: {what}. The architecture comes from the "
             f"checkpoint: leave these options out (or set them to the checkpoint's), or start "
-            f"from scratch with --init-ckpt none")
+            f"from scratch with --init-ckpt none{hint}")
 
 
 def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
