@@ -173,6 +173,11 @@ def test_init_ckpt_from_every_method(tmp_path, lang_dir, method):
     # a fine-tuned model as --init-ckpt: its encoder, fresh heads
     again = load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", str(tmp_path / "ft" / "epoch-1.pt")))
     _equal_state(again, asr.encoder)
+    # but not to continue pretraining
+    from icefall.ssl.pretrain import model_config as pretrain_model_config
+
+    with pytest.raises(CheckpointKindError, match="is a fine-tuned ASR checkpoint.*needs a pretraining one"):
+        pretrain_model_config(_pretrain_params(method, init_ckpt=str(tmp_path / "ft" / "epoch-1.pt")))
     # and its encoder's layers for k-means labels
     feats, _ = load_feature_model(tmp_path / "ft" / "epoch-1.pt")
     x, lens = _fbank([200])
