@@ -314,3 +314,22 @@ def test_pretraining_continues_from_a_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(ModelConfigError, match="--method hubert was asked, the checkpoint holds spidr"):
         model_config(_pretrain_params("hubert", init_ckpt=str(tmp_path / "spidr.pt")))
     assert model_config(_pretrain_params("spidr", init_ckpt=str(tmp_path / "spidr.pt"))).objective == "spidr"
+
+
+def test_converted_icefall_k2ssl_checkpoint_loads_and_fine_tunes(tmp_path, lang_dir):
+    """icefall.ssl.icefall_import's output has the converted-HuBERT layout: the loader and
+    --init-ckpt take it like a converted fairseq file."""
+    from test_icefall_import import ICEFALL_OPTIONS, TINY_CNN, k2ssl_state, our_k2ssl
+
+    from icefall.ssl.icefall_import import main as convert
+
+    original = our_k2ssl(0.1)
+    src, dst = tmp_path / "epoch-1.pt", tmp_path / "k2ssl.pt"
+    torch.save({"model": k2ssl_state(original, 0.1), **ICEFALL_OPTIONS, "conv_feature_layers": str(TINY_CNN)}, src)
+    convert([str(src), str(dst)])
+    model, cfg = load_model(dst)
+    assert cfg.kind == "pretrain" and cfg.objective == "hubert" and cfg.source == f"icefall:{src}"
+    ssl = load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", str(dst)))
+    wav, lens = torch.randn(1, 8000), torch.tensor([8000])
+    with torch.no_grad():
+        assert torch.equal(ssl.eval()(wav, lens)[0], original.eval().encode(wav, lens)["out"])
