@@ -103,6 +103,8 @@ def load_ssl_model(params: AttributeDict) -> SslEncoder:
     returned encoder's ``config`` is its typed EncoderConfig.
     """
     spec = str(params.init_ckpt)
+    if spec != "none":  # read first: a bad file is reported before anything else
+        state, held = read_checkpoint(spec, averaged=True)
     overrides = parse_overrides(params.get("encoder_overrides", ""))
     kw = dict(mask_prob=params.mask_prob, mask_length=params.mask_length, freeze_steps=params.get("freeze_steps", 0))
     if spec == "none":
@@ -112,7 +114,6 @@ def load_ssl_model(params: AttributeDict) -> SslEncoder:
         speech = enc_cfg.build()
         ssl, objective = SslEncoder(speech.frontend, speech.encoder, None, **kw), None
     else:
-        state, held = read_checkpoint(spec, averaged=True)
         check_options_agree(params, held, spec)
         try:
             enc_cfg = held.encoder.with_overrides(**overrides)
