@@ -6,6 +6,7 @@ checkpoint records, and the one loader of every checkpoint kind the project meet
     model, config = load_model("exp-ft/pretrained.pt")           # export.py
     model, config = load_model("exp/hubert-base-fairseq.pt")     # hubert/convert_fairseq.py
     model, config = load_model("fairseq:hubert_base_ls960.pt")   # a raw fairseq HuBERT file
+    model, config = load_model("icefall:exp/epoch-30.pt")        # an icefall / k2SSL checkpoint
     model, config = load_model(path, expect="asr", purpose="decode.py")  # kind checked
 
 ``config`` is a :class:`ModelConfig`: ``kind`` ("pretrain" or "asr"), the typed
@@ -63,7 +64,10 @@ _TASK_BUILDERS: Dict[str, str] = {"asr": "icefall.asr.model:build_asr_from_confi
 _TASK_CONFIGS: Dict[str, str] = {"asr": "icefall.asr.model:AsrConfig"}
 
 #: Readers of foreign checkpoint formats: ``read(path) -> (state_dict, ModelConfig)``.
-_FOREIGN_READERS: Dict[str, str] = {"fairseq": "icefall.ssl.fairseq_import:read_fairseq_model"}
+_FOREIGN_READERS: Dict[str, str] = {
+    "fairseq": "icefall.ssl.fairseq_import:read_fairseq_model",
+    "icefall": "icefall.ssl.icefall_import:read_icefall_model",
+}
 
 KINDS = ("pretrain", "asr")
 

@@ -333,3 +333,27 @@ def test_converted_icefall_k2ssl_checkpoint_loads_and_fine_tunes(tmp_path, lang_
     wav, lens = torch.randn(1, 8000), torch.tensor([8000])
     with torch.no_grad():
         assert torch.equal(ssl.eval()(wav, lens)[0], original.eval().encode(wav, lens)["out"])
+
+
+def test_icefall_prefix_reads_an_icefall_checkpoint_directly(tmp_path, lang_dir):
+    """``icefall:<path>`` (load_model and --init-ckpt) reads an icefall / k2SSL checkpoint without
+    converting it first, taking its running-average weights when it has them."""
+    from test_icefall_import import ICEFALL_OPTIONS, TINY_CNN, k2ssl_state, our_k2ssl
+
+    original, averaged = our_k2ssl(0.1), our_k2ssl(0.1)
+    with torch.no_grad():
+        for p in averaged.parameters():
+            p.add_(0.01)
+    src = tmp_path / "epoch-3.pt"
+    torch.save({"model": k2ssl_state(original, 0.1), "model_avg": k2ssl_state(averaged, 0.1),
+                **ICEFALL_OPTIONS, "conv_feature_layers": str(TINY_CNN)}, src)
+    model, cfg = load_model(f"icefall:{src}")
+    assert cfg.kind == "pretrain" and cfg.objective == "hubert" and cfg.source == f"icefall:{src}"
+    wav, lens = torch.randn(1, 8000), torch.tensor([8000])
+    with torch.no_grad():
+        assert torch.equal(model.encode(wav, lens)["out"], averaged.eval().encode(wav, lens)["out"])
+    ssl = load_ssl_model(_finetune_params(lang_dir, "--init-ckpt", f"icefall:{src}"))
+    with torch.no_grad():
+        assert torch.equal(ssl.eval()(wav, lens)[0], averaged.eval().encode(wav, lens)["out"])
+    with pytest.raises(CheckpointKindError, match="decod"):
+        load_model(f"icefall:{src}", expect="asr", purpose="decoding")

@@ -441,12 +441,15 @@ def _k2ssl_options(opts: Dict[str, Any], enc_state: Dict[str, Tensor], ssl_state
     return overrides, hubert
 
 
-def read_icefall_checkpoint(path: PathLike, use_averaged_model: bool = False
+def read_icefall_checkpoint(path: PathLike, use_averaged_model: Optional[bool] = False
                             ) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """(model state dict, options) of an icefall checkpoint; the options are the flat
     non-model entries icefall's save_checkpoint writes (or a ``params`` dict, if present).
-    ``use_averaged_model``: take ``model_avg`` (icefall keeps one in epoch/batch checkpoints)."""
+    ``use_averaged_model``: take ``model_avg`` (icefall keeps one in epoch/batch checkpoints);
+    None: take it when the checkpoint has one (``pretrained.pt`` has not)."""
     ckpt = load_file(path)
+    if use_averaged_model is None:
+        use_averaged_model = isinstance(ckpt, dict) and isinstance(ckpt.get("model_avg"), Mapping)
     name = "model_avg" if use_averaged_model else "model"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get(name), Mapping):
         raise IcefallCheckpointError(f"{path}: no {name!r} state dict in this checkpoint")
@@ -458,7 +461,7 @@ def read_icefall_checkpoint(path: PathLike, use_averaged_model: bool = False
 
 
 def load_icefall_checkpoint(path: PathLike, params: Optional[Mapping[str, Any]] = None,
-                            use_averaged_model: bool = False) -> IcefallImport:
+                            use_averaged_model: Optional[bool] = False) -> IcefallImport:
     """Read and convert an icefall / k2SSL checkpoint (see the module docstring).
 
     ``params``: options that override (or supply, for ``pretrained.pt``) the checkpoint's, in
@@ -467,6 +470,17 @@ def load_icefall_checkpoint(path: PathLike, params: Optional[Mapping[str, Any]] 
     state_dict, options = read_icefall_checkpoint(path, use_averaged_model)
     options.update(params or {})
     return convert_icefall_state_dict(state_dict, options, source=str(path))
+
+
+def read_icefall_model(path: PathLike) -> Tuple[Dict[str, Tensor], Any]:
+    """(our HubertModel state dict, its ModelConfig) of an icefall / k2SSL checkpoint: the reader
+    :func:`icefall.models.load_model` uses for ``icefall:<path>`` (e.g. ``finetune.py
+    --init-ckpt icefall:exp/epoch-30.pt``). The running-average weights are taken when present."""
+    from icefall.models import model_config_of
+
+    imp = load_icefall_checkpoint(path, None, use_averaged_model=None)
+    params = dict(imp.params, source=f"icefall:{path}")
+    return imp.build_hubert().state_dict(), model_config_of({"params": params}, path)
 
 
 def convert_icefall_checkpoint(src: PathLike, dst: PathLike, params: Optional[Mapping[str, Any]] = None,
