@@ -186,6 +186,29 @@ def test_onnx_metadata_and_self_check(exported):
         assert len(diffs[kind]) == 8 and max(diffs[kind].values()) < TOL, diffs[kind]
 
 
+def test_exported_letter_tokens_separate_words_as_sherpa_onnx_expects(exported, lang_dir):
+    """sherpa-onnx prints "▁" as a space (and "|" as itself): the exported tokens.txt of a letter
+    model uses "▁", which our tokenizer reads back to the same ids and text."""
+    from icefall.data.tokenizer import CharTokenizer
+
+    _, _, out, _ = exported
+    lines = (out / "onnx" / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert "\u2581 3" in lines and not any(line.startswith("| ") for line in lines)
+    ours, exported_tok = CharTokenizer(lang_dir), CharTokenizer(out / "onnx")
+    ids = ours.encode(TEXTS)
+    assert exported_tok.encode(TEXTS) == ids
+    assert [exported_tok.decode(i) for i in ids] == [" ".join(t.split()) for t in TEXTS]
+
+
+def test_metadata_says_where_the_encoder_came_from(exported):
+    model, params, _, _ = exported
+    assert "trained from scratch" in exp.model_metadata(model, AttributeDict(params, init_ckpt="none"))["comment"]
+    meta = exp.model_metadata(model, AttributeDict(params, init_ckpt="exp/epoch-9.pt", init_objective="spidr"))
+    assert "SSL pretrained (spidr)" in meta["comment"]
+    params_ctc = AttributeDict(params, use_transducer=False)
+    assert exp.model_metadata(make_model(params_ctc), params_ctc)["model_type"] == "zipformer2_ctc"
+
+
 def test_torchscript_matches_pytorch(exported):
     model, params, out, _ = exported
     x, lens = random_batch([211, 140], seed=5)

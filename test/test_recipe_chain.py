@@ -283,7 +283,7 @@ def test_sherpa_onnx_gives_our_hypotheses(chain, exp):
         stream = rec.create_stream()
         stream.accept_waveform(rate, samples)
         rec.decode_stream(stream)
-        got.append(" ".join(stream.result.text.replace("|", " ").split()))
+        got.append(" ".join(stream.result.text.split()))  # letter models: "▁" prints as a space
     with working_dir(root):
         ours = _transcripts(run_script(c.recipe / "zipformer" / "onnx_pretrained.py", "--model-dir", str(onnx), *files),
                             files)

@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 from icefall.asr.decode import add_model_arguments, input_type, load_model
 from icefall.asr.finetune import FRAME_RATE
 from icefall.asr.model import AsrModel
-from icefall.utils import AttributeDict, setup_logger, str2bool
+from icefall.utils import AttributeDict, atomic_write_path, setup_logger, str2bool
 
 SAMPLE_RATE = 16000
 FBANK_RATE = 100
@@ -217,6 +218,15 @@ def export_specs(model: AsrModel, model_params: AttributeDict) -> List[ExportSpe
     return specs
 
 
+def _origin(model_params: AttributeDict) -> str:
+    """Where the encoder came from, for the metadata: SSL pretraining or nothing."""
+    init = str(model_params.get("init_ckpt", "none"))
+    if init in ("", "none"):
+        return "trained from scratch"
+    objective = model_params.get("init_objective")
+    return f"SSL pretrained ({objective})" if objective else "SSL pretrained"
+
+
 def model_metadata(model: AsrModel, model_params: AttributeDict) -> Dict[str, str]:
     """Key/value metadata stored in every ONNX file (values are strings, as ONNX requires)."""
     wav = input_type(model_params) == "wav"
@@ -228,7 +238,7 @@ def model_metadata(model: AsrModel, model_params: AttributeDict) -> Dict[str, st
         "version": VERSION,
         "model_author": "icefall-ssl",
         "comment": f"non-streaming {encoder} ({model_params.get('frontend')} front end), "
-                   f"SSL pretrained, fine-tuned with {heads}",
+                   f"{_origin(model_params)}, fine-tuned with {heads}",
         "vocab_size": model.vocab_size,
         "blank_id": model.blank_id,
         "context_size": model.decoder.context_size if model.use_transducer else 0,
@@ -360,10 +370,24 @@ def export_onnx(model: AsrModel, model_params: AttributeDict, out_dir: Path, ops
 
 
 def copy_tokens(lang_dir: Path, out_dir: Path) -> None:
-    """tokens.txt (what sherpa-onnx reads) and bpe.model (if any) next to the ONNX files."""
-    for name in ("tokens.txt", "bpe.model"):
-        if (Path(lang_dir) / name).is_file():
-            shutil.copy(Path(lang_dir) / name, Path(out_dir) / name)
+    """tokens.txt (what sherpa-onnx reads) and bpe.model (if any) next to the exported files.
+
+    A letter model's word separator ``|`` is written as ``▁``, which sherpa-onnx (like
+    sentencepiece) turns into a space; our tokenizer and onnx_pretrained.py read either."""
+    from icefall.data.tokenizer import EXPORT_WORD_SEP, WORD_SEP, read_tokens
+
+    lang_dir, out_dir = Path(lang_dir), Path(out_dir)
+    if (lang_dir / "bpe.model").is_file():
+        shutil.copy(lang_dir / "bpe.model", out_dir / "bpe.model")
+        shutil.copy(lang_dir / "tokens.txt", out_dir / "tokens.txt")
+    elif (lang_dir / "tokens.txt").is_file():
+        table = read_tokens(lang_dir / "tokens.txt")
+        if EXPORT_WORD_SEP in table:
+            raise ValueError(f"{lang_dir}/tokens.txt: a letter set may not hold {EXPORT_WORD_SEP!r}")
+        text = "".join(f"{EXPORT_WORD_SEP if sym == WORD_SEP else sym} {i}\n" for sym, i in table.items())
+        tmp = atomic_write_path(out_dir / "tokens.txt")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / "tokens.txt")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
 WORD_SEP = "|"
+# An exported letter model's tokens.txt separates words with sentencepiece's "▁" instead, which
+# sherpa-onnx prints as a space (it would print "|").
+EXPORT_WORD_SEP = "\u2581"
 UNK_ID = 2  # ids 0..UNK_ID are the specials: blank, sos/eos, unk
 
 
@@ -41,12 +44,15 @@ def _write_tokens(path: Path, symbols: Sequence[str]) -> None:
 
 
 class CharTokenizer:
-    """Characters of the NFC-normalised text; ``|`` between words; unknown chars -> <unk>."""
+    """Characters of the NFC-normalised text; ``|`` between words (``▁`` in an exported
+    ``tokens.txt``); unknown chars -> <unk>."""
 
     def __init__(self, lang_dir: Path) -> None:
         self.token2id = read_tokens(Path(lang_dir) / "tokens.txt")
         self.id2token = {i: s for s, i in self.token2id.items()}
         self.blank_id, self.unk_id = self.token2id[BLANK], self.token2id[UNK]
+        self.word_sep = WORD_SEP if WORD_SEP in self.token2id or EXPORT_WORD_SEP not in self.token2id \
+            else EXPORT_WORD_SEP
 
     @property
     def vocab_size(self) -> int:
@@ -55,13 +61,13 @@ class CharTokenizer:
     def encode(self, texts: Sequence[str]) -> List[List[int]]:
         out = []
         for text in texts:
-            chars = WORD_SEP.join(unicodedata.normalize("NFC", text).split())
+            chars = self.word_sep.join(unicodedata.normalize("NFC", text).split())
             out.append([self.token2id.get(c, self.unk_id) for c in chars])
         return out
 
     def decode(self, ids: Sequence[int]) -> str:
         chars = "".join(self.id2token[i] for i in ids if i > UNK_ID)
-        return " ".join(w for w in chars.split(WORD_SEP) if w)
+        return " ".join(w for w in chars.split(self.word_sep) if w)
 
 
 class BpeTokenizer:
