@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-step install for a fresh Debian/Ubuntu machine (CPU) or a GPU machine:
-#   - system packages: espeak-ng (speech synthesizer for the mini corpus), sox, and python3-venv
-#     where `python3 -m venv` cannot work without it
+#   - system packages: espeak-ng (speech synthesizer for the mini corpus), sox, irstlm (builds
+#     the n-gram LMs of lexicon + LM decoding), and python3-venv where `python3 -m venv` needs it
 #   - a virtual environment, .venv in the repository root (VENV=dir puts it elsewhere), so that
 #     what runs is what requirements.txt declares, not what the system Python happens to hold;
 #     activate it afterwards: . .venv/bin/activate
@@ -23,6 +23,7 @@ need_apt=()
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || need_apt+=(libespeak-ng1)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+[ -x /usr/lib/irstlm/bin/tlm ] || command -v tlm >/dev/null 2>&1 || need_apt+=(irstlm)
 [ ${#need_apt[@]} -eq 0 ] || apt_install "${need_apt[@]}"
 
 venv=${VENV:-.venv}

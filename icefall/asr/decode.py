@@ -5,7 +5,9 @@
     ./zipformer/decode.py --checkpoint zipformer/exp-ft/pretrained.pt --decoding-method ctc-greedy-search
 
 Methods: ``greedy_search`` and ``modified_beam_search`` (transducer head), ``ctc-greedy-search``
-and ``ctc-prefix-beam-search`` (CTC head). The architecture comes from the ``params`` stored in
+and ``ctc-prefix-beam-search`` (CTC head), and word-level ``ctc-lexicon`` (words of
+``--lexicon`` only) and ``ctc-lexicon-lm`` (plus the n-gram LM ``--lm`` with ``--lm-weight``
+and ``--word-score``; see ``icefall.asr.lm_decode``, tuned by ``tune_lm.py``). The architecture comes from the ``params`` stored in
 the checkpoint (``build_asr_model``), so only the weights' location is needed. Results go to
 ``<exp-dir>/<method>/``: ``recogs-<split>-<key>.txt``, ``errs-<split>-<key>.txt`` and
 ``wer-summary-<split>-<key>.txt`` with ``key`` e.g. ``greedy_search-epoch-20-avg-5-use-averaged-model``.
@@ -33,6 +35,7 @@ from icefall.utils import AttributeDict, setup_logger, str2bool
 TRANSDUCER_METHODS = ("greedy_search", "modified_beam_search")
 CTC_METHODS = ("ctc-greedy-search", "ctc-prefix-beam-search")
 BEAM_METHODS = ("modified_beam_search", "ctc-prefix-beam-search")
+LEXICON_METHODS = ("ctc-lexicon", "ctc-lexicon-lm")  # word-level, flashlight-text
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +59,12 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     g = parser.add_argument_group("decoding")
-    g.add_argument("--decoding-method", default="greedy_search", choices=TRANSDUCER_METHODS + CTC_METHODS)
-    g.add_argument("--beam-size", type=int, default=4, help="modified_beam_search / ctc-prefix-beam-search")
+    g.add_argument("--decoding-method", default="greedy_search",
+                   choices=TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS)
+    g.add_argument("--beam-size", type=int, default=None,
+                   help="hypotheses kept: default 4 for modified_beam_search and "
+                        "ctc-prefix-beam-search, 50 for the lexicon methods")
+    add_lexicon_arguments(parser)
     g.add_argument("--test-splits", nargs="+", default=["test"],
                    help="decode <manifest-dir>/<cuts-prefix>_cuts_<split>.jsonl.gz")
     g.add_argument("--res-dir", type=Path, default=None, help="default <exp-dir>/<decoding-method>")
@@ -65,6 +72,34 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     parser.set_defaults(max_duration=600.0)
     parser.set_defaults(**defaults)
     return parser
+
+
+def add_lexicon_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``ctc-lexicon`` / ``ctc-lexicon-lm`` (and tune_lm.py)."""
+    g = parser.add_argument_group("lexicon and LM decoding")
+    g.add_argument("--lexicon", type=Path, default=None, help="default <lang-dir>/lexicon.txt")
+    g.add_argument("--lm", type=Path, default=Path("data/lm/3gram.arpa"),
+                   help="word n-gram LM (ARPA or KenLM binary) of ctc-lexicon-lm")
+    g.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log10 probs")
+    g.add_argument("--word-score", type=float, default=0.0, help="added per word")
+    g.add_argument("--beam", type=float, default=25.0,
+                   help="lexicon methods: drop hypotheses this far (log prob) below the best")
+
+
+def beam_size_of(args: argparse.Namespace) -> int:
+    if args.beam_size is not None:
+        return args.beam_size
+    return 50 if args.decoding_method in LEXICON_METHODS else 4
+
+
+def lexicon_decoder(args: argparse.Namespace):
+    """The ``CtcLexiconDecoder`` of a lexicon method (LM only for ctc-lexicon-lm)."""
+    from icefall.asr.lm_decode import load_lexicon_decoder
+
+    lm = args.lm if args.decoding_method == "ctc-lexicon-lm" else None
+    return load_lexicon_decoder(args.lang_dir, args.lexicon, lm, lm_weight=args.lm_weight,
+                                word_score=args.word_score, beam_size=beam_size_of(args),
+                                beam=args.beam)
 
 
 def model_suffix(args: argparse.Namespace) -> str:
@@ -78,7 +113,12 @@ def model_suffix(args: argparse.Namespace) -> str:
 
 def decoding_key(args: argparse.Namespace) -> str:
     method = args.decoding_method
-    beam = f"-beam-{args.beam_size}" if method in BEAM_METHODS else ""
+    beam = f"-beam-{beam_size_of(args)}" if method in BEAM_METHODS else ""
+    if method in LEXICON_METHODS:
+        beam = f"-beam-size-{beam_size_of(args)}-beam-{args.beam:g}"
+        if method == "ctc-lexicon-lm":
+            beam += f"-lm-{Path(args.lm).stem}-lm-weight-{args.lm_weight:g}"
+        beam += f"-word-score-{args.word_score:g}"
     return f"{method}{beam}-{model_suffix(args)}"
 
 
@@ -119,16 +159,18 @@ def input_type(model_params: AttributeDict) -> str:
 
 
 @torch.no_grad()
-def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4) -> List[List[int]]:
-    """Token ids of each utterance.
+def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4,
+                 lexicon_decoder=None) -> List[List]:
+    """Token ids of each utterance; words (strings) for the lexicon methods.
 
     Args:
       x: (B, T, 80) fbank or (B, N) waveform; x_lens: (B,) valid frames / samples.
-      method: one of TRANSDUCER_METHODS + CTC_METHODS.
+      method: one of TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS.
+      lexicon_decoder: a ``CtcLexiconDecoder``, for the lexicon methods.
     """
     if method in TRANSDUCER_METHODS and not model.use_transducer:
         raise ValueError(f"{method} needs a transducer head; this model has CTC only: use ctc-greedy-search")
-    if method in CTC_METHODS and not model.use_ctc:
+    if method in CTC_METHODS + LEXICON_METHODS and not model.use_ctc:
         raise ValueError(f"{method} needs a CTC head; this model is a transducer only: use greedy_search")
     encoder_out, encoder_out_lens = model.forward_encoder(x, x_lens)
     if method == "greedy_search":
@@ -140,13 +182,17 @@ def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_s
         return ctc_greedy_search(log_probs, encoder_out_lens, model.blank_id)
     if method == "ctc-prefix-beam-search":
         return ctc_prefix_beam_search(log_probs, encoder_out_lens, beam=beam_size, blank=model.blank_id)
+    if method in LEXICON_METHODS:
+        return lexicon_decoder.decode(log_probs, encoder_out_lens)
     raise ValueError(f"unknown decoding method {method!r}")
 
 
-def decode_dataloader(decode_fn, dl, tokenizer, log_interval: int = 20) -> List[Result]:
+def decode_dataloader(decode_fn, dl, tokenizer, log_interval: int = 20,
+                      words: bool = False) -> List[Result]:
     """(cut_id, ref words, hyp words) for every cut of ``dl`` (AsrDataset batches).
 
-    ``decode_fn(inputs, lengths) -> token id lists`` does the recognition (PyTorch or ONNX).
+    ``decode_fn(inputs, lengths) -> token id lists`` does the recognition (PyTorch or ONNX);
+    with ``words`` it returns word lists (lexicon decoding).
     """
     results: List[Result] = []
     for i, batch in enumerate(dl):
@@ -154,7 +200,7 @@ def decode_dataloader(decode_fn, dl, tokenizer, log_interval: int = 20) -> List[
             continue
         hyps = decode_fn(batch["inputs"], batch["lengths"])
         for cut_id, text, hyp in zip(batch["cut_ids"], batch["texts"], hyps):
-            results.append((cut_id, text.split(), tokenizer.decode(hyp).split()))
+            results.append((cut_id, text.split(), list(hyp) if words else tokenizer.decode(hyp).split()))
         if i % log_interval == 0:
             logging.info(f"batch {i}: {len(results)} utterances decoded")
     return results
@@ -179,12 +225,16 @@ def decode_splits(args: argparse.Namespace) -> Dict[str, float]:
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(f"{args.lang_dir} has {tokenizer.vocab_size} tokens, the model {model.vocab_size}")
 
-    def decode_fn(x: Tensor, x_lens: Tensor) -> List[List[int]]:
-        return decode_batch(model, x.to(device), x_lens.to(device), args.decoding_method, args.beam_size)
+    lexicon = args.decoding_method in LEXICON_METHODS
+    lex_decoder = lexicon_decoder(args) if lexicon else None
+
+    def decode_fn(x: Tensor, x_lens: Tensor) -> List[List]:
+        return decode_batch(model, x.to(device), x_lens.to(device), args.decoding_method,
+                            beam_size_of(args), lex_decoder)
 
     wers = {}
     for split, dl in split_dataloaders(args, tokenizer, args.test_splits):
-        results = decode_dataloader(decode_fn, dl, tokenizer)
+        results = decode_dataloader(decode_fn, dl, tokenizer, words=lexicon)
         wers[split] = save_results(res_dir, split, {key: results})[key]
         logging.info(f"{split} {key}: WER {wers[split]:.2f}% ({len(results)} utterances)")
     for split, wer in wers.items():

@@ -1,0 +1,256 @@
+"""Lexicon and n-gram LM decoding (icefall/asr/lm.py, lm_decode.py, decode.py's lexicon methods):
+the decoder against an exhaustive search, LM weight 0 against lexicon only, the IRSTLM-built
+ARPA file against the toolkit's own scores, lexicons, tuning."""
+import itertools
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from icefall.asr import decode as dec
+from icefall.asr.ctc import ctc_greedy_search
+from icefall.asr.lm import build_arpa, irstlm_tool, make_lexicon, read_lexicon, spellings
+from icefall.asr.lm_decode import CtcLexiconDecoder, tune_weights
+from icefall.data.tokenizer import make_char_lang, read_tokens, train_bpe
+
+pytest.importorskip("flashlight.lib.text.decoder.kenlm", reason="flashlight-text with KenLM")
+
+LM_TEXT = ["AB BA", "BA AB", "AB AB", "BA", "AB BA BA", "AB"] * 3
+
+
+@pytest.fixture(scope="module")
+def lang(tmp_path_factory):
+    """Letters A, B and the separator |; lexicon {AB, BA}; a bigram LM of LM_TEXT."""
+    d = make_char_lang(["AB BA"], tmp_path_factory.mktemp("lang"))
+    make_lexicon(["AB", "BA"], d)
+    (d / "text.txt").write_text("".join(s + "\n" for s in LM_TEXT))
+    build_arpa(d / "text.txt", d / "2gram.arpa", order=2)
+    return d
+
+
+def emissions(tokens, T, seed):
+    """(T, V) log-probs: random over blank, |, A, B; <sos/eos> and <unk> never emitted."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, len(tokens), generator=g) * 2.0
+    logits[:, [tokens["<sos/eos>"], tokens["<unk>"]]] = -1e4
+    return logits.log_softmax(-1)
+
+
+def collapse(path, blank):
+    return tuple(t for i, t in enumerate(path) if t != blank and (i == 0 or t != path[i - 1]))
+
+
+def parses(symbols, lexicon):
+    """The word sequences the decoder reads from collapsed token symbols: every word is its
+    spelling followed by ``|``, and more ``|`` (silence) may come anywhere between words."""
+    chunks = [c for c in " ".join(symbols).split("|")]
+    if chunks[-1].strip():  # the last word must be closed by |
+        return []
+    words = {tuple(s): w for w, s in lexicon.items()}
+    out = [words.get(tuple(c.split())) for c in chunks[:-1] if c.strip()]
+    return [out] if None not in out else []
+
+
+def brute_force(lp, tokens, lexicon, lm, lm_weight, word_score):
+    """The best word sequence over every frame-level path (Viterbi, like the decoder with
+    log_add off): CTC score + lm_weight * LM log10 prob + word_score per word; (score, words)."""
+    id2sym = {i: s for s, i in tokens.items()}
+    allowed = [tokens[s] for s in ("<blk>", "|", "A", "B")]
+    best_am = {}
+    for path in itertools.product(allowed, repeat=lp.size(0)):
+        score = float(lp[torch.arange(lp.size(0)), torch.tensor(path)].sum())
+        key = collapse(path + (tokens["|"],), tokens["<blk>"])  # the decoder's final silence
+        best_am[key] = max(best_am.get(key, -math.inf), score)
+    spelled = {w: s[0] for w, s in lexicon.items()}
+    best = (-math.inf, None)
+    for key, am in best_am.items():
+        for words in parses([id2sym[t] for t in key], spelled):
+            total = am + word_score * len(words) + lm_weight * lm_log10(lm, words)
+            best = max(best, (total, words))
+    return best
+
+
+def lm_log10(lm, words):
+    """log10 P(words </s> | <s>) by the decoder's own KenLM (flashlight's LM interface)."""
+    if lm is None:
+        return 0.0
+    state, total = lm.start(False), 0.0
+    for w in words:
+        state, s = lm.score(state, w)
+        total += s
+    return total + lm.finish(state)[1]
+
+
+class WordLM:
+    """A KenLM (flashlight's LM interface) addressed by word strings."""
+
+    def __init__(self, lm, words):
+        self.lm, self.words = lm, words
+
+    @classmethod
+    def load(cls, arpa, vocabulary):
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        words = Dictionary(list(vocabulary))
+        return cls(KenLM(str(arpa), words), words)
+
+    def start(self, flag):
+        return self.lm.start(flag)
+
+    def score(self, state, word):
+        return self.lm.score(state, self.words.get_index(word))
+
+    def finish(self, state):
+        return self.lm.finish(state)
+
+
+@pytest.mark.parametrize("with_lm,lm_weight,word_score", [(False, 0.0, 0.5), (True, 1.0, -0.5)])
+def test_decoder_finds_the_exhaustive_best(lang, with_lm, lm_weight, word_score):
+    tokens, lexicon = read_tokens(lang / "tokens.txt"), read_lexicon(lang / "lexicon.txt")
+    lm = lang / "2gram.arpa" if with_lm else None
+    decoder = CtcLexiconDecoder(lexicon, tokens, lm=lm, lm_weight=lm_weight, word_score=word_score,
+                                beam_size=500, beam=1e3)
+    word_lm = WordLM.load(lm, lexicon) if with_lm else None
+    id2sym = {i: s for s, i in tokens.items()}
+    changed = 0
+    for seed in range(12):
+        lp = emissions(tokens, T=7, seed=seed)
+        _, words = brute_force(lp, tokens, lexicon, word_lm, lm_weight, word_score)
+        assert decoder.decode_one(lp) == words, seed
+        greedy = "".join(id2sym[t] for t in ctc_greedy_search(lp[None], torch.tensor([7]), 0)[0])
+        changed += greedy != "|".join(words)
+    assert changed >= 6  # the lexicon (and LM) change most greedy outputs
+
+
+def test_lm_weight_zero_equals_lexicon_only(lang):
+    tokens, lexicon = read_tokens(lang / "tokens.txt"), read_lexicon(lang / "lexicon.txt")
+    with_lm = CtcLexiconDecoder(lexicon, tokens, lm=lang / "2gram.arpa", lm_weight=0.0,
+                                word_score=0.3, beam_size=8, beam=12.0)
+    no_lm = CtcLexiconDecoder(lexicon, tokens, lm=None, word_score=0.3, beam_size=8, beam=12.0)
+    lps = [emissions(tokens, T=30, seed=s) for s in range(20)]
+    assert [with_lm.decode_one(lp) for lp in lps] == [no_lm.decode_one(lp) for lp in lps]
+    with_lm.set_weights(3.0, 0.3)  # and the LM does change something when weighted
+    assert [with_lm.decode_one(lp) for lp in lps] != [no_lm.decode_one(lp) for lp in lps]
+
+
+def test_batch_decode_respects_lengths(lang):
+    tokens, lexicon = read_tokens(lang / "tokens.txt"), read_lexicon(lang / "lexicon.txt")
+    decoder = CtcLexiconDecoder(lexicon, tokens, lm=lang / "2gram.arpa")
+    a, b = emissions(tokens, 20, 1), emissions(tokens, 9, 2)
+    batch = torch.stack([a, torch.cat([b, emissions(tokens, 11, 3)])])
+    assert decoder.decode(batch, torch.tensor([20, 9])) == [decoder.decode_one(a), decoder.decode_one(b)]
+    assert decoder.decode_one(a[:0]) == []
+    with pytest.raises(ValueError, match="log-probs"):
+        decoder.decode_one(a[:, :3])
+
+
+def read_arpa(path):
+    """{ngram tuple: (log10 prob, log10 backoff)} of an ARPA file, parsed independently."""
+    table, order = {}, 0
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"\\(\d)-grams:", line)
+        if m:
+            order = int(m.group(1))
+            continue
+        fields = line.split()
+        if order and len(fields) >= order + 1 and not line.startswith("\\"):
+            table[tuple(fields[1:order + 1])] = (float(fields[0]),
+                                                 float(fields[order + 1]) if len(fields) > order + 1 else 0.0)
+    return table
+
+
+def backoff_log10(table, history, word):
+    """Katz backoff: P(word | history) from the longest n-gram present, with the backoff
+    weights of the shortened histories."""
+    for start in range(len(history) + 1):
+        ngram = tuple(history[start:]) + (word,)
+        if ngram in table:
+            return table[ngram][0] + sum(table.get(tuple(history[s:]), (0, 0))[1] for s in range(start))
+    return table[("<unk>",)][0] + sum(table.get(tuple(history[s:]), (0, 0))[1] for s in range(len(history)))
+
+
+def test_irstlm_arpa_scores_as_irstlm_and_kenlm_say(tmp_path):
+    from icefall.data.lm_text import generate_lm_text
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(s + "\n" for s in generate_lm_text(3000, seed=5)))
+    arpa = build_arpa(text, tmp_path / "3gram.arpa", order=3)
+    table = read_arpa(arpa)
+    header = re.findall(r"ngram\s+(\d)=\s*(\d+)", arpa.read_text())
+    assert [int(n) for _, n in header] == [sum(len(k) == o for k in table) for o in (1, 2, 3)]
+    # On held-out sentences KenLM (as the decoder loads it) scores what the file says ...
+    held_out = generate_lm_text(40, seed=6)
+    vocabulary = sorted({k[0] for k in table if len(k) == 1} | {w for s in held_out for w in s.split()})
+    lm = WordLM.load(arpa, vocabulary)
+    total = 0.0
+    for sentence in held_out:
+        ken = lm_log10(lm, sentence.split())
+        history, ours = ["<s>"], 0.0
+        for w in sentence.split() + ["</s>"]:
+            ours += backoff_log10(table, history[-2:], w)
+            history.append(w)
+        assert ken == pytest.approx(ours, abs=1e-4), sentence
+        total += ken
+    # ... and what IRSTLM, which estimated it, says: its perplexity of the same sentences
+    eval_text = tmp_path / "eval.txt"
+    eval_text.write_text("".join(f"<s> {s} </s>\n" for s in held_out))
+    out = subprocess.run([irstlm_tool("compile-lm"), str(arpa), f"--eval={eval_text}"],
+                         capture_output=True, text=True)
+    m = re.search(r"Nw=(\d+) PP=([\d.]+)", out.stdout + out.stderr)
+    assert int(m.group(1)) == sum(len(s.split()) + 1 for s in held_out)  # words and </s>
+    assert float(m.group(2)) == pytest.approx(10 ** (-total / int(m.group(1))), abs=0.006)
+
+
+def test_build_arpa_errors(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.txt: no sentences"):
+        build_arpa(tmp_path / "empty.txt", tmp_path / "x.arpa")
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        build_arpa(tmp_path / "empty.txt", tmp_path / "x.arpa", smoothing="good-turing")
+    assert not (tmp_path / "x.arpa").exists()
+
+
+def test_lexicons_spell_in_letters_and_bpe_pieces(tmp_path):
+    texts = ["THE CAT SAT ON THE MAT", "A DOG SAT", "THE DOG RAN"] * 20
+    char_dir = make_char_lang(texts, tmp_path / "char")
+    bpe_dir = train_bpe(texts, tmp_path / "bpe", vocab_size=30)
+    assert spellings(["CAT", "DOGS"], char_dir) == {"CAT": [["C", "A", "T"]], "DOGS": [["D", "O", "G", "S"]]}
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(bpe_dir / "bpe.model"))
+    lex = spellings(["CAT", "DOG"], bpe_dir)
+    assert lex == {w: [sp.encode(w, out_type=str)] for w in ("CAT", "DOG")}
+    assert all(s[0][0].startswith("\u2581") for s in lex.values())  # word-initial pieces
+    # a word with a letter the lang dir lacks is left out (with a warning), not an error
+    assert spellings(["CAT", "ZEBRA"], char_dir) == {"CAT": [["C", "A", "T"]]}
+    with pytest.raises(ValueError, match="spells none"):
+        spellings(["ZZZ"], char_dir)
+    path = make_lexicon(["SAT", "CAT", "CAT"], char_dir)
+    assert path.read_text() == "CAT C A T\nSAT S A T\n"
+    assert read_lexicon(path) == {"CAT": [["C", "A", "T"]], "SAT": [["S", "A", "T"]]}
+    (tmp_path / "bad.txt").write_text("CAT C A T\nDOG\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected"):
+        read_lexicon(tmp_path / "bad.txt")
+
+
+def test_tune_weights_finds_the_best_pair(lang):
+    tokens, lexicon = read_tokens(lang / "tokens.txt"), read_lexicon(lang / "lexicon.txt")
+    decoder = CtcLexiconDecoder(lexicon, tokens, lm=lang / "2gram.arpa", beam_size=16)
+    utts = []
+    for seed in range(8):
+        lp = emissions(tokens, T=12, seed=seed)
+        utts.append((lp, ["AB", "BA"]))
+    grid_w, grid_s = [0.0, 1.0, 4.0], [-3.0, 0.0, 3.0]
+    rows = tune_weights(decoder, utts, grid_w, grid_s)
+    assert len(rows) == 9 and [r[2] for r in rows] == sorted(r[2] for r in rows)
+    from icefall.eval.wer import compute_wer
+
+    for w, s, wer in rows:  # each row is what decoding with that pair gives
+        d = CtcLexiconDecoder(lexicon, tokens, lm=lang / "2gram.arpa", beam_size=16, lm_weight=w, word_score=s)
+        assert compute_wer([(str(i), ref, d.decode_one(lp)) for i, (lp, ref) in enumerate(utts)]).wer == wer
+    assert (decoder.lm_weight, decoder.word_score) == rows[0][:2]
+    assert rows[0][2] < rows[-1][2]
