@@ -254,3 +254,102 @@ def test_tune_weights_finds_the_best_pair(lang):
         assert compute_wer([(str(i), ref, d.decode_one(lp)) for i, (lp, ref) in enumerate(utts)]).wer == wer
     assert (decoder.lm_weight, decoder.word_score) == rows[0][:2]
     assert rows[0][2] < rows[-1][2]
+
+
+# ------------------------------------------------- decode.py and tune_lm.py on a fixture split
+TEXTS = ["AB BA", "BA", "AB AB"]  # 5 reference words
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """``<dir>/t_cuts_test.jsonl.gz`` (and ``dev``): one cut per TEXTS item, random fbank."""
+    import numpy as np
+    from lhotse import CutSet, Features, MonoCut, SupervisionSegment
+    from lhotse.features.io import NumpyFilesWriter
+
+    d = tmp_path_factory.mktemp("fbank")
+    rng = np.random.default_rng(0)
+    cuts = []
+    with NumpyFilesWriter(d / "feats") as writer:
+        for i, text in enumerate(TEXTS):
+            frames = 100 + 20 * i
+            key = writer.write(f"c{i}", rng.standard_normal((frames, 80)).astype(np.float32))
+            feats = Features(type="fbank", num_frames=frames, num_features=80, frame_shift=0.01,
+                             sampling_rate=16000, start=0.0, duration=frames / 100,
+                             storage_type=writer.name, storage_path=str(writer.storage_path),
+                             storage_key=key, recording_id=f"r{i}")
+            sup = SupervisionSegment(id=f"c{i}", recording_id=f"r{i}", start=0.0,
+                                     duration=frames / 100, text=text)
+            cuts.append(MonoCut(id=f"c{i}", start=0.0, duration=frames / 100, channel=0,
+                                supervisions=[sup], features=feats))
+    for split in ("test", "dev"):
+        CutSet.from_cuts(cuts).to_file(d / f"t_cuts_{split}.jsonl.gz")
+    return d
+
+
+@pytest.fixture(scope="module")
+def a_model(tmp_path_factory, lang):
+    """pretrained.pt of a CTC model that says "A" on every frame, "B" second best."""
+    from icefall.asr.export import save_pretrained
+    from icefall.asr.finetune import build_asr_model
+    from icefall.utils import AttributeDict
+
+    tokens = read_tokens(lang / "tokens.txt")
+    params = AttributeDict(encoder="zipformer-tiny", frontend="fbank", mask_prob=0.0, mask_length=10,
+                           vocab_size=len(tokens), decoder_dim=32, joiner_dim=32, context_size=2,
+                           blank_id=0, use_transducer=False, use_ctc=True)
+    torch.manual_seed(0)
+    model = build_asr_model(params).eval()
+    with torch.no_grad():
+        out = model.ctc_output.output
+        out.weight.zero_()
+        out.bias.fill_(-5.0)
+        out.bias[tokens["A"]], out.bias[tokens["B"]], out.bias[tokens["<blk>"]] = 5.0, 2.0, 1.0
+    path = tmp_path_factory.mktemp("exp") / "pretrained.pt"
+    save_pretrained(model, params, path)
+    return path
+
+
+def _args(parser, ckpt, lang, corpus, method, *extra):
+    return parser.parse_args([
+        "--checkpoint", str(ckpt), "--exp-dir", str(ckpt.parent), "--lang-dir", str(lang),
+        "--manifest-dir", str(corpus), "--cuts-prefix", "t", "--decoding-method", method,
+        "--lm", str(lang / "2gram.arpa"), "--num-workers", "0", "--max-duration", "100", *extra])
+
+
+def test_decode_py_lexicon_methods(lang, corpus, a_model):
+    # greedy: "A" for every utterance (not a word of the lexicon): 5 errors of 5 words
+    greedy = dec.decode_splits(_args(dec.get_parser(), a_model, lang, corpus, "ctc-greedy-search",
+                                     "--test-splits", "test"))
+    assert greedy == {"test": 100.0}
+    # with the lexicon a word must be spelled: AB or BA, equally good acoustically; the LM
+    # prefers <s> AB </s> (4/6 * 3/6 against 2/6 * 3/5): 1 + 1 + 1 errors of 5 words
+    args = _args(dec.get_parser(), a_model, lang, corpus, "ctc-lexicon-lm", "--test-splits", "test",
+                 "--lm-weight", "1", "--word-score", "0")
+    assert dec.decode_splits(args) == {"test": 60.0}
+    key = "ctc-lexicon-lm-beam-size-50-beam-25-lm-2gram-lm-weight-1-word-score-0-pretrained"
+    assert dec.decoding_key(args) == key
+    recogs = (a_model.parent / "ctc-lexicon-lm" / f"recogs-test-{key}.txt").read_text()
+    assert recogs.count("hyp=['AB']") == 3
+    # without an LM, AB and BA tie exactly: either, one word per utterance
+    dec.decode_splits(_args(dec.get_parser(), a_model, lang, corpus, "ctc-lexicon", "--test-splits", "test"))
+    recogs = next((a_model.parent / "ctc-lexicon").glob("recogs-test-*.txt")).read_text()
+    assert recogs.count("hyp=['AB']") + recogs.count("hyp=['BA']") == 3
+
+
+def test_tune_lm_writes_the_table_and_decodes_with_the_best(lang, corpus, a_model):
+    from icefall.asr import tune_lm
+
+    # (an LM weight of 0 would leave AB and BA tied: a WER of chance, see above)
+    args = _args(tune_lm.get_parser(), a_model, lang, corpus, "ctc-lexicon-lm", "--tune-split", "dev",
+                 "--lm-weights", "2", "1", "--word-scores", "0", "30", "--test-splits", "test")
+    rows = tune_lm.main(args)
+    # a word score of 30 pays for many inserted words; equal WERs: the smaller weight first
+    assert rows[:2] == [(1.0, 0.0, 60.0), (2.0, 0.0, 60.0)]
+    assert [r[1] for r in rows[2:]] == [30.0, 30.0] and min(r[2] for r in rows[2:]) > 100.0
+    table = a_model.parent / "ctc-lexicon-lm" / "tune-dev-beam-size-50-pretrained.txt"
+    assert table.read_text().splitlines()[:2] == ["lm_weight\tword_score\tWER", "1\t0\t60.00"]
+    best_key = "ctc-lexicon-lm-beam-size-50-beam-25-lm-2gram-lm-weight-1-word-score-0-pretrained"
+    assert (a_model.parent / "ctc-lexicon-lm" / f"wer-summary-test-{best_key}.txt").is_file()
+    with pytest.raises(ValueError, match="tunes"):
+        tune_lm.main(_args(tune_lm.get_parser(), a_model, lang, corpus, "ctc-greedy-search"))

@@ -126,7 +126,7 @@ def test_second_run_skips_finished_stages(recipe):
     r = _run(root)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("extracted before") == 6
-    assert r.stdout.count("done before") == 3 + 1 + 2  # stage 1 corpora, 3, 4 (x2)
+    assert r.stdout.count("done before") == 3 + 1 + 2 + 4  # stage 1 corpora, 3, 4 (x2), 5 (x4)
     assert _digest(root / "data") == before
 
 
@@ -186,3 +186,28 @@ def test_two_iterations_of_the_loop_run_on_the_fixture(recipe):
         assert abs(len(labels) - 50 * c["duration"]) <= 5 and 0 <= min(labels) and max(labels) < 5
     for split in ("gigaspeech2-test", "commonvoice-test", "fleurs-test"):
         assert list((z / "exp-ft-iter1" / "ctc-greedy-search").glob(f"wer-summary-{split}-*.txt")), split
+
+
+def test_lm_and_lexicons_from_the_training_transcripts(recipe):
+    """Stage 5: the refined training transcripts (not dev/test) -> text, words, 3-gram, lexicons."""
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    import torch
+
+    from icefall.asr.lm import read_lexicon
+    from icefall.asr.lm_decode import load_lexicon_decoder
+
+    root, out, texts, gs_dir = recipe
+    assert "Stage 5:" in out
+    lm = root / "data" / "lm"
+    refined = [texts["gs"][i] for i in _tsv_ids(gs_dir / "train_refined.tsv")]
+    lines = (lm / "text.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(lines) == sorted(refined)
+    words = (lm / "words.txt").read_text(encoding="utf-8").split()
+    assert words == sorted({w for t in refined for w in t.split()})
+    for d in (f"lang_bpe_{BPE}", "lang_char"):
+        lexicon = read_lexicon(root / "data" / d / "lexicon.txt")
+        assert set(lexicon) <= set(words) and len(lexicon) > 0.8 * len(words)
+    decoder = load_lexicon_decoder(root / "data" / "lang_char", lm=lm / "3gram.arpa")
+    log_probs = torch.randn(40, decoder.num_tokens, generator=torch.Generator().manual_seed(0))
+    hyp = decoder.decode_one(log_probs.log_softmax(-1))
+    assert hyp and set(hyp) <= set(words)

@@ -5,6 +5,7 @@
 #                [--finetuning-dir DIR] [--num-jobs J] [--seed S] [--bpe-vocab-size V]
 #                [--num-clusters-1 K1] [--kmeans-fit-hours F] [--device cpu|cuda]
 #                [--iter1-ckpt PATH --iter2-layer N [--num-clusters-2 K2]]   (stage 6 only)
+#                [--lm-url URL]                                             (stage 7 only)
 #
 # Stages (each is skipped when its outputs exist, so re-running is cheap):
 #   0  download the parts (skipped for $dl_dir/LibriSpeech/<part> already there) and Libri-light's
@@ -20,6 +21,10 @@
 #   5  k-means iteration 1: MFCC-39, K1 (100) clusters, 100 Hz -> data/kmeans-mfcc-<K1>/
 #   6  k-means iteration 2, after the first pretraining: layer N of --iter1-ckpt, K2 (500)
 #      clusters, 50 Hz                          -> data/kmeans-l<N>-<K2>/
+#   7  (on request: --stage 7 --stop-stage 7) the official LM files of openslr 11 (downloads
+#      skipped for files already in $dl_dir/lm): librispeech-lm-norm.txt.gz, 3-gram.arpa.gz,
+#      4-gram.arpa.gz, librispeech-lexicon.txt, librispeech-vocab.txt -> data/lm/{3,4}gram.arpa
+#      and a lexicon of the vocabulary per lang dir -> data/lang_{bpe_<V>,char}/lexicon.txt
 # Stages 5-6 fit on the first --kmeans-fit-hours (100) of train-all-shuf and label
 # train-all-shuf and the dev parts. docs/librispeech.md describes sizes, times and next steps.
 set -euo pipefail
@@ -40,6 +45,7 @@ kmeans_fit_hours=100
 iter1_ckpt=""
 iter2_layer=""
 device=cpu
+lm_url=https://www.openslr.org/resources/11
 PY=${PYTHON:-python3}  # the interpreter with icefall installed
 
 while [ $# -gt 0 ]; do
@@ -58,7 +64,8 @@ while [ $# -gt 0 ]; do
     --iter1-ckpt) iter1_ckpt=$2; shift 2 ;;
     --iter2-layer) iter2_layer=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --lm-url) lm_url=$2; shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -216,6 +223,27 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   else
     log "  done before ($out/.done)"
   fi
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: LM files and lexicons (openslr 11) -> $dl_dir/lm/, data/lm/, data/lang_*/lexicon.txt"
+  $PY -m icefall.data.lm_text librispeech --dl-dir $dl_dir/lm --url $lm_url
+  mkdir -p data/lm
+  for n in 3 4; do
+    if [ ! -f data/lm/${n}gram.arpa ]; then  # KenLM reads plain ARPA (or its own binary)
+      gunzip -c $dl_dir/lm/$n-gram.arpa.gz > data/lm/.${n}gram.arpa.tmp
+      mv data/lm/.${n}gram.arpa.tmp data/lm/${n}gram.arpa
+    else
+      log "  data/lm/${n}gram.arpa done before"
+    fi
+  done
+  for d in data/lang_bpe_$bpe_vocab_size data/lang_char; do
+    if [ ! -f $d/lexicon.txt ]; then
+      $PY -m icefall.asr.lm lexicon --lang-dir $d --words $dl_dir/lm/librispeech-vocab.txt
+    else
+      log "  $d/lexicon.txt done before"
+    fi
+  done
 fi
 
 log "Done"

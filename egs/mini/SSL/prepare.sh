@@ -2,6 +2,7 @@
 # Prepares the mini corpus (synthesized offline with espeak-ng). Run from egs/mini/SSL:
 #
 #   ./prepare.sh [--stage N] [--stop-stage M] [--tiny] [--seed S] [--num-workers W] [--num-clusters K]
+#                [--lm-sentences N] [--lm-order O]
 #
 # Stages (each is skipped when its outputs exist, so re-running is cheap):
 #   1  synthesize audio + lhotse manifests        -> download/mini/, data/manifests/
@@ -10,6 +11,10 @@
 #   4  token sets: BPE and characters             -> data/lang_bpe_<N>/, data/lang_char/
 #   5  k-means labels (iteration 1) on the stored fbank, 100 clusters at 100 Hz
 #                                                  -> data/kmeans-fbank-100/ (cuts with custom["kmeans"])
+#   6  LM text: --lm-sentences (100000) generator sentences from a seed stream of their own, no
+#      dev or test sentence among them; a lexicon of their words per lang dir; an --lm-order
+#      (3) gram LM estimated with IRSTLM    -> data/lm/{text,words}.txt, data/lm/<O>gram.arpa,
+#                                              data/lang_*/lexicon.txt
 #
 # --tiny makes a few dozen short utterances (for tests). Tiny and full outputs use the same
 # paths: use a fresh directory (or remove data/ and download/) to switch size.
@@ -24,6 +29,8 @@ num_workers=2
 lang=en
 vocab_sizes=""
 num_clusters=100
+lm_sentences=""
+lm_order=3
 PY=${PYTHON:-python3}  # the interpreter with icefall installed
 
 while [ $# -gt 0 ]; do
@@ -36,7 +43,9 @@ while [ $# -gt 0 ]; do
     --lang) lang=$2; shift 2 ;;
     --vocab-sizes) vocab_sizes=$2; shift 2 ;;
     --num-clusters) num_clusters=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --lm-sentences) lm_sentences=$2; shift 2 ;;
+    --lm-order) lm_order=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -45,6 +54,9 @@ if $tiny; then size=tiny; else size=full; fi
 # A tiny transcript set cannot support a large BPE vocabulary.
 if [ -z "$vocab_sizes" ]; then
   if $tiny; then vocab_sizes="64"; else vocab_sizes="256"; fi
+fi
+if [ -z "$lm_sentences" ]; then
+  if $tiny; then lm_sentences=2000; else lm_sentences=100000; fi
 fi
 
 splits="train-unlabeled train-labeled dev test"
@@ -116,6 +128,29 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   python -m icefall.ssl.labels --manifest-dir $fbank --out-dir data/kmeans-fbank-$num_clusters \
     --prefix mini --features stored --num-clusters $num_clusters \
     --fit-split train-unlabeled --splits train-unlabeled dev --seed $seed
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: LM text ($lm_sentences sentences), lexicons, ${lm_order}-gram LM"
+  if [ ! -f data/lm/words.txt ]; then
+    $PY -m icefall.data.lm_text generate --num-sentences $lm_sentences --lang $lang --seed $seed \
+      --exclude $manifests/mini_supervisions_dev.jsonl.gz $manifests/mini_supervisions_test.jsonl.gz \
+      --out-dir data/lm
+  else
+    log "  data/lm/words.txt done before"
+  fi
+  for d in data/lang_char $(for v in $vocab_sizes; do echo data/lang_bpe_$v; done); do
+    if [ ! -f $d/lexicon.txt ]; then
+      $PY -m icefall.asr.lm lexicon --lang-dir $d --words data/lm/words.txt
+    else
+      log "  $d/lexicon.txt done before"
+    fi
+  done
+  if [ ! -f data/lm/${lm_order}gram.arpa ]; then
+    $PY -m icefall.asr.lm arpa --text data/lm/text.txt --order $lm_order --out data/lm/${lm_order}gram.arpa
+  else
+    log "  data/lm/${lm_order}gram.arpa done before"
+  fi
 fi
 
 log "Done"

@@ -5,12 +5,15 @@
 #   egs/mini/SSL/run.sh [--stage N] [--stop-stage M] [--tiny] [--work-dir DIR]
 #
 # Stages (each re-runnable; finished training stages are skipped):
-#   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels)
+#   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels, LM text,
+#      lexicons and a 3-gram LM)
 #   1  pretrain a tiny Zipformer HuBERT-style on the ~2 h unlabeled split
 #   2  fine-tune it with CTC (letters) on the 10-minute labeled split (20 epochs)
 #   3  train the same model from scratch with the same fine-tuning budget (the baseline);
 #      stages 2 and 3 run side by side, each on half the cores
-#   4  decode dev and test with both (CTC greedy search)
+#   4  decode dev and test with both: CTC greedy search, then word-level with the lexicon
+#      alone and with the lexicon and the 3-gram LM (flashlight-text), word score and LM weight
+#      tuned on dev for each model (zipformer/tune_lm.py)
 #   5  export the fine-tuned model (pretrained.pt, TorchScript, ONNX) and decode test with ONNX
 #   6  print the table of WERs
 #
@@ -47,12 +50,14 @@ if $tiny; then
   finetune_opts="--num-epochs 60 --max-duration 8"
   ft_epoch=60; ft_avg=1
   decode_splits="train-labeled test"
+  tune_split=train-labeled  # the tiny corpus's dev is tiny too; only the plumbing counts
 else
   prepare_opts=""
   pretrain_opts="--num-epochs 2 --max-duration 40"
   finetune_opts="--num-epochs 20"
   ft_epoch=20; ft_avg=5
   decode_splits="dev test"
+  tune_split=dev
 fi
 pre_epoch=2
 common="--tensorboard false"
@@ -122,6 +127,13 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
       --epoch $ft_epoch --avg $ft_avg --use-averaged-model true \
       --decoding-method ctc-greedy-search --test-splits $decode_splits
   done
+  for exp in exp-ft exp-scratch; do
+    for method in ctc-lexicon ctc-lexicon-lm; do
+      python3 "$recipe_dir/zipformer/tune_lm.py" --exp-dir zipformer/$exp \
+        --epoch $ft_epoch --avg $ft_avg --use-averaged-model true --decoding-method $method \
+        --tune-split $tune_split --test-splits $decode_splits
+    done
+  done
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
@@ -134,5 +146,6 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: results"
-  python3 "$recipe_dir/local/summarize.py" --exp-root zipformer --splits $decode_splits
+  python3 "$recipe_dir/local/summarize.py" --exp-root zipformer --splits $decode_splits \
+    --methods ctc-greedy-search ctc-lexicon ctc-lexicon-lm
 fi

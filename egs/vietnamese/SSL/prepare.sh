@@ -5,7 +5,7 @@
 #
 #   ./prepare.sh [--stage N] [--stop-stage M] [--dl-dir DIR] [--gigaspeech2 DIR]
 #                [--commonvoice DIR] [--fleurs DIR] [--num-jobs J] [--seed S]
-#                [--labeled-hours H] [--bpe-vocab-size V]
+#                [--labeled-hours H] [--bpe-vocab-size V] [--lm-order O]
 #
 # Stages (each is skipped when its outputs exist, so re-running is cheap):
 #   0  check the corpora (GigaSpeech 2 is gated: no automatic download) and extract their
@@ -19,6 +19,10 @@
 #                                            -> data/fbank/vietnamese_cuts_train-<H>h.jsonl.gz
 #   4  token sets on the labeled transcripts: BPE (--bpe-vocab-size, 2000) and characters
 #                                            -> data/lang_bpe_<V>/, data/lang_char/
+#   5  LM from the training transcripts (GigaSpeech 2's refined training text; no dev/test
+#      text): a --lm-order (3) gram LM by IRSTLM and a lexicon of its words per lang dir
+#                                            -> data/lm/{text,words}.txt, data/lm/<O>gram.arpa,
+#                                               data/lang_{bpe_<V>,char}/lexicon.txt
 # Then ./iterate.sh runs VietASR's loop (ASR -> k-means on its encoder -> pretrain -> fine-tune).
 # Defaults: --dl-dir download, --gigaspeech2 $dl_dir/gigaspeech2/data/vi,
 # --commonvoice $dl_dir/cv-corpus-*/vi (the newest), --fleurs $dl_dir/fleurs/data/vi_vn.
@@ -26,7 +30,7 @@
 set -euo pipefail
 
 stage=0
-stop_stage=4
+stop_stage=5
 dl_dir=download
 gigaspeech2=""
 commonvoice=""
@@ -35,6 +39,7 @@ num_jobs=15
 seed=42
 labeled_hours=50
 bpe_vocab_size=2000
+lm_order=3
 PY=${PYTHON:-python3}  # the interpreter with icefall installed
 
 while [ $# -gt 0 ]; do
@@ -49,6 +54,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --labeled-hours) labeled_hours=$2; shift 2 ;;
     --bpe-vocab-size) bpe_vocab_size=$2; shift 2 ;;
+    --lm-order) lm_order=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
@@ -169,6 +175,28 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   else
     log "  data/lang_char done before"
   fi
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: ${lm_order}-gram LM and lexicons from the training transcripts"
+  if [ ! -f data/lm/words.txt ]; then
+    $PY -m icefall.data.lm_text transcripts --out-dir data/lm \
+      --supervisions $manifests/vietnamese_supervisions_gigaspeech2-train-refined.jsonl.gz
+  else
+    log "  data/lm/words.txt done before"
+  fi
+  if [ ! -f data/lm/${lm_order}gram.arpa ]; then
+    $PY -m icefall.asr.lm arpa --text data/lm/text.txt --order $lm_order --out data/lm/${lm_order}gram.arpa
+  else
+    log "  data/lm/${lm_order}gram.arpa done before"
+  fi
+  for d in data/lang_bpe_$bpe_vocab_size data/lang_char; do
+    if [ ! -f $d/lexicon.txt ]; then
+      $PY -m icefall.asr.lm lexicon --lang-dir $d --words data/lm/words.txt
+    else
+      log "  $d/lexicon.txt done before"
+    fi
+  done
 fi
 
 log "Done"

@@ -6,6 +6,8 @@
     ./zipformer/decode.py --exp-dir zipformer/exp-rnnt --lang-dir data/lang_bpe_256 \\
         --epoch 20 --avg 5 --decoding-method modified_beam_search
     ./zipformer/decode.py --checkpoint zipformer/exp-ft/pretrained.pt --decoding-method ctc-greedy-search
+    ./zipformer/decode.py --epoch 20 --avg 5 --decoding-method ctc-lexicon-lm \\
+        --lm data/lm/3gram.arpa --lm-weight 0.5 --word-score 1   # tune them with tune_lm.py
 
 Results: ``<exp-dir>/<decoding-method>/{recogs,errs,wer-summary}-<split>-<key>.txt``. Every
 option: ``--help``; the logic is in ``icefall.asr.decode``.
