@@ -353,3 +353,31 @@ def test_tune_lm_writes_the_table_and_decodes_with_the_best(lang, corpus, a_mode
     assert (a_model.parent / "ctc-lexicon-lm" / f"wer-summary-test-{best_key}.txt").is_file()
     with pytest.raises(ValueError, match="tunes"):
         tune_lm.main(_args(tune_lm.get_parser(), a_model, lang, corpus, "ctc-greedy-search"))
+
+
+def test_decode_py_shallow_fusion(lang, corpus, tmp_path):
+    """modified_beam_search_lm_shallow_fusion: weight 0 is modified_beam_search; the key and
+    files name the weight."""
+    from icefall.asr.export import save_pretrained
+    from icefall.asr.finetune import build_asr_model
+    from icefall.asr.lm import build_token_arpa
+    from icefall.utils import AttributeDict
+
+    tokens = read_tokens(lang / "tokens.txt")
+    params = AttributeDict(encoder="zipformer-tiny", frontend="fbank", mask_prob=0.0, mask_length=10,
+                           vocab_size=len(tokens), decoder_dim=32, joiner_dim=32, context_size=2,
+                           blank_id=0, use_transducer=True, use_ctc=False)
+    torch.manual_seed(0)
+    save_pretrained(build_asr_model(params).eval(), params, tmp_path / "pretrained.pt")
+    build_token_arpa(lang / "text.txt", lang, tmp_path / "token-2gram.arpa", order=2)
+    extra = ("--test-splits", "test", "--token-lm", str(tmp_path / "token-2gram.arpa"))
+    plain = dec.decode_splits(_args(dec.get_parser(), tmp_path / "pretrained.pt", lang, corpus,
+                                    "modified_beam_search", *extra))
+    args = _args(dec.get_parser(), tmp_path / "pretrained.pt", lang, corpus,
+                 "modified_beam_search_lm_shallow_fusion", *extra, "--lm-weight", "0")
+    assert dec.decode_splits(args) == plain
+    key = "modified_beam_search_lm_shallow_fusion-beam-4-lm-weight-0-pretrained"
+    assert dec.decoding_key(args) == key
+    hyps = lambda f: [l for l in f.read_text().splitlines() if "hyp=" in l]  # noqa: E731
+    assert hyps(tmp_path / "modified_beam_search_lm_shallow_fusion" / f"recogs-test-{key}.txt") == \
+        hyps(tmp_path / "modified_beam_search" / "recogs-test-modified_beam_search-beam-4-pretrained.txt")

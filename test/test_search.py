@@ -106,3 +106,82 @@ def test_greedy_batch_matches_per_utterance_loop(seed):
                     ys.append(tok)
                     context.append(tok)
             assert hyps[b] == ys
+
+
+# ------------------------------------------------------------ shallow fusion with a token LM
+@pytest.fixture(scope="module")
+def token_lm(tmp_path_factory):
+    """A trigram over the token symbols x (1) and y (2) that prefers x y x y ..."""
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    from icefall.asr.lm import build_arpa
+    from icefall.asr.lm_decode import TokenNgramLM
+
+    d = tmp_path_factory.mktemp("token_lm")
+    (d / "text.txt").write_text("x y x y\nx y\ny x y x y\nx y x\nx x y\n" * 5)
+    return TokenNgramLM(build_arpa(d / "text.txt", d / "3gram.arpa", order=3),
+                        {"<blk>": 0, "x": 1, "y": 2})
+
+
+def lm_log10(lm, ys):
+    return sum(float(lm.log10_probs(ys[:i])[t]) for i, t in enumerate(ys))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shallow_fusion_matches_brute_force(token_lm, seed):
+    torch.manual_seed(seed)
+    V, D, T = 3, 4, 4
+    model = TinyTransducer(V, D)
+    for p in model.parameters():
+        nn.init.normal_(p, std=1.5)
+    enc = torch.randn(1, T, D)
+    lens = torch.tensor([T])
+    c = model.decoder.context_size
+    with torch.no_grad():
+        scores = path_logprobs(model, [enc[0, t] for t in range(T)])
+        for weight in (0.0, 3.0):
+            fused = {y: s + weight * lm_log10(token_lm, y) for y, s in scores.items()}
+            best = max(fused, key=lambda y: fused[y] / (len(y) + c))
+            hyp = modified_beam_search(model, enc, lens, beam=100, lm=token_lm, lm_weight=weight)
+            assert tuple(hyp[0]) == best, weight
+
+
+def test_shallow_fusion_weight_zero_is_plain_and_a_weight_moves_towards_the_lm(token_lm):
+    torch.manual_seed(3)
+    model = TinyTransducer(3, 8)
+    for p in model.parameters():
+        nn.init.normal_(p, std=1.0)
+    enc, lens = torch.randn(6, 12, 8), torch.tensor([12, 11, 9, 12, 7, 10])
+    with torch.no_grad():
+        plain = modified_beam_search(model, enc, lens, beam=4)
+        assert modified_beam_search(model, enc, lens, beam=4, lm=token_lm, lm_weight=0.0) == plain
+        fused = modified_beam_search(model, enc, lens, beam=4, lm=token_lm, lm_weight=2.0)
+    assert fused != plain
+    per_token = lambda hyps: sum(lm_log10(token_lm, h) for h in hyps) / sum(map(len, hyps))  # noqa: E731
+    assert per_token(fused) > per_token(plain)
+
+
+def test_token_lm_scores_and_cache(token_lm):
+    assert token_lm.order == 3
+    assert float(token_lm.log10_probs((1, 2, 1))[0]) == 0.0  # blank costs nothing
+    # a trigram sees two tokens of history: longer histories with the same tail score alike
+    assert torch.equal(token_lm.log10_probs((2, 2, 1, 2)), token_lm.log10_probs((1, 2)))
+    assert not torch.equal(token_lm.log10_probs((1, 2)), token_lm.log10_probs((2,)))
+    p = 10 ** token_lm.log10_probs((1,))[1:]
+    assert float(p[1]) > float(p[0])  # after x, y is likelier than x
+
+
+def test_token_arpa_of_letters(tmp_path):
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    from icefall.asr.lm import build_token_arpa
+    from icefall.asr.lm_decode import TokenNgramLM
+    from icefall.data.tokenizer import make_char_lang, read_tokens
+
+    lang = make_char_lang(["AB BA"], tmp_path / "lang")
+    (tmp_path / "text.txt").write_text("AB BA\nBA\n" * 5)
+    arpa = build_token_arpa(tmp_path / "text.txt", lang, tmp_path / "t.arpa", order=2)
+    bigrams = {tuple(line.split()[1:3]) for line in arpa.read_text().splitlines() if len(line.split()) >= 3}
+    assert ("B", "|") in bigrams and ("|", "B") in bigrams  # letters, | between words
+    tokens = read_tokens(lang / "tokens.txt")
+    lm = TokenNgramLM(arpa, tokens)
+    after_a = 10 ** lm.log10_probs((tokens["B"], tokens["A"]))
+    assert float(after_a[tokens["B"]]) > float(after_a[tokens["|"]])  # only "AB" continues

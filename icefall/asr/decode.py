@@ -7,7 +7,9 @@
 Methods: ``greedy_search`` and ``modified_beam_search`` (transducer head), ``ctc-greedy-search``
 and ``ctc-prefix-beam-search`` (CTC head), and word-level ``ctc-lexicon`` (words of
 ``--lexicon`` only) and ``ctc-lexicon-lm`` (plus the n-gram LM ``--lm`` with ``--lm-weight``
-and ``--word-score``; see ``icefall.asr.lm_decode``, tuned by ``tune_lm.py``). The architecture comes from the ``params`` stored in
+and ``--word-score``; see ``icefall.asr.lm_decode``, tuned by ``tune_lm.py``), and
+``modified_beam_search_lm_shallow_fusion`` (the transducer's beam search plus ``--lm-weight``
+times a token n-gram LM, ``--token-lm``). The architecture comes from the ``params`` stored in
 the checkpoint (``build_asr_model``), so only the weights' location is needed. Results go to
 ``<exp-dir>/<method>/``: ``recogs-<split>-<key>.txt``, ``errs-<split>-<key>.txt`` and
 ``wer-summary-<split>-<key>.txt`` with ``key`` e.g. ``greedy_search-epoch-20-avg-5-use-averaged-model``.
@@ -34,8 +36,9 @@ from icefall.utils import AttributeDict, setup_logger, str2bool
 
 TRANSDUCER_METHODS = ("greedy_search", "modified_beam_search")
 CTC_METHODS = ("ctc-greedy-search", "ctc-prefix-beam-search")
-BEAM_METHODS = ("modified_beam_search", "ctc-prefix-beam-search")
 LEXICON_METHODS = ("ctc-lexicon", "ctc-lexicon-lm")  # word-level, flashlight-text
+FUSION_METHODS = ("modified_beam_search_lm_shallow_fusion",)  # transducer + token n-gram LM
+BEAM_METHODS = ("modified_beam_search", "ctc-prefix-beam-search") + FUSION_METHODS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +63,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     g = parser.add_argument_group("decoding")
     g.add_argument("--decoding-method", default="greedy_search",
-                   choices=TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS)
+                   choices=TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS + FUSION_METHODS)
     g.add_argument("--beam-size", type=int, default=None,
                    help="hypotheses kept: default 4 for modified_beam_search and "
                         "ctc-prefix-beam-search, 50 for the lexicon methods")
@@ -80,6 +83,9 @@ def add_lexicon_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lexicon", type=Path, default=None, help="default <lang-dir>/lexicon.txt")
     g.add_argument("--lm", type=Path, default=Path("data/lm/3gram.arpa"),
                    help="word n-gram LM (ARPA or KenLM binary) of ctc-lexicon-lm")
+    g.add_argument("--token-lm", type=Path, default=None,
+                   help="token n-gram LM of modified_beam_search_lm_shallow_fusion; "
+                        "default <lang-dir>/token-4gram.arpa")
     g.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log10 probs")
     g.add_argument("--word-score", type=float, default=0.0, help="added per word")
     g.add_argument("--beam", type=float, default=25.0,
@@ -102,6 +108,15 @@ def lexicon_decoder(args: argparse.Namespace):
                                 beam=args.beam)
 
 
+def token_lm(args: argparse.Namespace):
+    """The ``TokenNgramLM`` of shallow fusion."""
+    from icefall.asr.lm_decode import TokenNgramLM
+    from icefall.data.tokenizer import read_tokens
+
+    path = Path(args.token_lm or Path(args.lang_dir) / "token-4gram.arpa")
+    return TokenNgramLM(path, read_tokens(Path(args.lang_dir) / "tokens.txt"))
+
+
 def model_suffix(args: argparse.Namespace) -> str:
     """Names the weights in result files: ``epoch-20-avg-5-use-averaged-model``, ``iter-..``, or
     the checkpoint's file stem."""
@@ -114,6 +129,8 @@ def model_suffix(args: argparse.Namespace) -> str:
 def decoding_key(args: argparse.Namespace) -> str:
     method = args.decoding_method
     beam = f"-beam-{beam_size_of(args)}" if method in BEAM_METHODS else ""
+    if method in FUSION_METHODS:
+        beam += f"-lm-weight-{args.lm_weight:g}"
     if method in LEXICON_METHODS:
         beam = f"-beam-size-{beam_size_of(args)}-beam-{args.beam:g}"
         if method == "ctc-lexicon-lm":
@@ -160,15 +177,16 @@ def input_type(model_params: AttributeDict) -> str:
 
 @torch.no_grad()
 def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_size: int = 4,
-                 lexicon_decoder=None) -> List[List]:
+                 lexicon_decoder=None, token_lm=None, lm_weight: float = 0.0) -> List[List]:
     """Token ids of each utterance; words (strings) for the lexicon methods.
 
     Args:
       x: (B, T, 80) fbank or (B, N) waveform; x_lens: (B,) valid frames / samples.
       method: one of TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS.
       lexicon_decoder: a ``CtcLexiconDecoder``, for the lexicon methods.
+      token_lm, lm_weight: a ``TokenNgramLM`` and its weight, for shallow fusion.
     """
-    if method in TRANSDUCER_METHODS and not model.use_transducer:
+    if method in TRANSDUCER_METHODS + FUSION_METHODS and not model.use_transducer:
         raise ValueError(f"{method} needs a transducer head; this model has CTC only: use ctc-greedy-search")
     if method in CTC_METHODS + LEXICON_METHODS and not model.use_ctc:
         raise ValueError(f"{method} needs a CTC head; this model is a transducer only: use greedy_search")
@@ -177,6 +195,9 @@ def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_s
         return greedy_search_batch(model, encoder_out, encoder_out_lens)
     if method == "modified_beam_search":
         return modified_beam_search(model, encoder_out, encoder_out_lens, beam=beam_size)
+    if method in FUSION_METHODS:
+        return modified_beam_search(model, encoder_out, encoder_out_lens, beam=beam_size,
+                                    lm=token_lm, lm_weight=lm_weight)
     log_probs = model.ctc_output(encoder_out)
     if method == "ctc-greedy-search":
         return ctc_greedy_search(log_probs, encoder_out_lens, model.blank_id)
@@ -227,10 +248,11 @@ def decode_splits(args: argparse.Namespace) -> Dict[str, float]:
 
     lexicon = args.decoding_method in LEXICON_METHODS
     lex_decoder = lexicon_decoder(args) if lexicon else None
+    fusion_lm = token_lm(args) if args.decoding_method in FUSION_METHODS else None
 
     def decode_fn(x: Tensor, x_lens: Tensor) -> List[List]:
         return decode_batch(model, x.to(device), x_lens.to(device), args.decoding_method,
-                            beam_size_of(args), lex_decoder)
+                            beam_size_of(args), lex_decoder, fusion_lm, args.lm_weight)
 
     wers = {}
     for split, dl in split_dataloaders(args, tokenizer, args.test_splits):

@@ -15,6 +15,8 @@ Usage::
 
     python -m icefall.asr.lm lexicon --lang-dir data/lang_char --words data/lm/words.txt
     python -m icefall.asr.lm arpa --text data/lm/text.txt --order 3 --out data/lm/3gram.arpa
+    python -m icefall.asr.lm token-arpa --text data/lm/text.txt --lang-dir data/lang_bpe_256 \\
+        --order 4 --out data/lang_bpe_256/token-4gram.arpa      # for transducer shallow fusion
 """
 from __future__ import annotations
 
@@ -138,6 +140,22 @@ def build_arpa(text: Path, out: Path, order: int = 3, smoothing: str = "wb") -> 
     return out
 
 
+def build_token_arpa(text: Path, lang_dir: Path, out: Path, order: int = 4,
+                     smoothing: str = "wb") -> Path:
+    """An ``order``-gram LM over the token symbols of ``lang_dir`` (the sentences of ``text``
+    encoded as the tokenizer does; ``|`` between words for letters), for shallow fusion."""
+    from icefall.data.tokenizer import load_tokenizer, read_tokens
+
+    tokenizer = load_tokenizer(lang_dir)
+    symbols = {i: s for s, i in read_tokens(Path(lang_dir) / "tokens.txt").items()}
+    sentences = [ln for ln in Path(text).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    with tempfile.TemporaryDirectory() as d:
+        tokens_text = Path(d) / "tokens.txt"
+        tokens_text.write_text("".join(" ".join(symbols[i] for i in ids) + "\n"
+                                       for ids in tokenizer.encode(sentences)), encoding="utf-8")
+        return build_arpa(tokens_text, out, order, smoothing)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,14 +168,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ar.add_argument("--out", type=Path, required=True)
     ar.add_argument("--order", type=int, default=3)
     ar.add_argument("--smoothing", default="wb", choices=SMOOTHINGS)
+    tk = sub.add_parser("token-arpa", help="an n-gram LM over a lang dir's tokens (shallow fusion)")
+    tk.add_argument("--text", type=Path, required=True, help="one sentence per line")
+    tk.add_argument("--lang-dir", type=Path, required=True)
+    tk.add_argument("--out", type=Path, required=True)
+    tk.add_argument("--order", type=int, default=4)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     if args.command == "lexicon":
         words = args.words.read_text(encoding="utf-8").split()
         out = make_lexicon(words, args.lang_dir, args.out)
         logging.info(f"{out}: {len(set(words))} words spelled in {args.lang_dir}")
-    else:
+    elif args.command == "arpa":
         build_arpa(args.text, args.out, args.order, args.smoothing)
+    else:
+        build_token_arpa(args.text, args.lang_dir, args.out, args.order)
 
 
 if __name__ == "__main__":

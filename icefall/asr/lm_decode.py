@@ -1,5 +1,6 @@
 """Word-level CTC decoding with a lexicon and an n-gram LM: flashlight-text's ``LexiconDecoder``
-with its KenLM (the "4-gram" rows of k2SSL), and the search for LM weight and word score.
+with its KenLM (the "4-gram" rows of k2SSL), the search for LM weight and word score, and a
+token n-gram LM (KenLM) for shallow fusion in the transducer's modified beam search.
 
 The decoder searches token paths that spell lexicon words (a prefix tree of spellings) and
 scores each hypothesis as
@@ -126,6 +127,54 @@ class CtcLexiconDecoder:
     def decode(self, log_probs: Tensor, log_prob_lens: Tensor) -> List[List[str]]:
         """Words of each utterance of a batch: log_probs (B, T, V), log_prob_lens (B,)."""
         return [self.decode_one(lp[:n]) for lp, n in zip(log_probs, log_prob_lens.tolist())]
+
+
+class TokenNgramLM:
+    """An n-gram LM over the model's token symbols (e.g. BPE pieces; ARPA made by
+    :func:`icefall.asr.lm.build_token_arpa`), read by KenLM, for shallow fusion.
+
+    ``log10_probs(tokens)`` is (V,): log10 P(next token | tokens) for every token id, 0 for
+    blank; cached by the last ``order - 1`` tokens (all the LM sees).
+    """
+
+    def __init__(self, path: Path, tokens: Dict[str, int]) -> None:
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"token LM {path} not found")
+        symbols = sorted(tokens, key=tokens.get)
+        if [tokens[s] for s in symbols] != list(range(len(symbols))):
+            raise ValueError("token ids must be 0..V-1")
+        self.lm = KenLM(str(path), Dictionary(symbols))
+        self.order = arpa_order(path)
+        self.blank, self.num_tokens = tokens[BLANK], len(symbols)
+        self._cache: Dict[Tuple[int, ...], Tensor] = {}
+
+    def log10_probs(self, tokens: Sequence[int]) -> Tensor:
+        key = tuple(tokens[max(0, len(tokens) - self.order + 1):]) if self.order > 1 else ()
+        if key not in self._cache:
+            state = self.lm.start(False)
+            for t in key:
+                state, _ = self.lm.score(state, t)
+            scores = torch.tensor([self.lm.score(state, v)[1] for v in range(self.num_tokens)])
+            scores[self.blank] = 0.0
+            self._cache[key] = scores
+        return self._cache[key]
+
+
+def arpa_order(path: Path) -> int:
+    """The highest order of an ARPA file's ``\\data\\`` header."""
+    order = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("\\1-grams"):
+                break
+            if line.strip().startswith("ngram"):
+                order = max(order, int(line.split("=")[0].split()[-1]))
+    if order == 0:
+        raise ValueError(f"{path}: no ARPA header (ngram N=...) before \\1-grams:")
+    return order
 
 
 def load_lexicon_decoder(lang_dir: Path, lexicon: Optional[Path] = None, lm: Optional[Path] = None,

@@ -56,26 +56,33 @@ def greedy_search_batch(model, encoder_out: Tensor, encoder_out_lens: Tensor) ->
 
 @torch.no_grad()
 def modified_beam_search(
-    model, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4
+    model, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4,
+    lm=None, lm_weight: float = 0.0,
 ) -> List[List[int]]:
-    """Beam search with at most one symbol per frame.
+    """Beam search with at most one symbol per frame, optionally with LM shallow fusion.
 
     On every frame each hypothesis is extended by blank (unchanged tokens) or
     one symbol; the ``beam`` best extensions are kept, and extensions with the
     same tokens are merged (their probabilities added).  The decoder and
     joiner run once per frame on all hypotheses of all active utterances.
 
+    Shallow fusion (``lm``, e.g. :class:`icefall.asr.lm_decode.TokenNgramLM`): hypotheses are
+    ranked by transducer log-prob + ``lm_weight`` * LM log10-prob of their tokens, where
+    ``lm.log10_probs(tokens) -> (V,)`` scores every next token (0 for blank). Merged
+    hypotheses share their tokens, hence their LM score.
+
     Args: as :func:`greedy_search_batch`; beam: hypotheses kept per utterance.
-    Returns: B lists of token ids, the hypothesis with the best log-prob per
-      token (length normalised over tokens + initial context, as icefall).
+    Returns: B lists of token ids, the hypothesis with the best (fused) log-prob
+      per token (length normalised over tokens + initial context, as icefall).
     """
     B, T, _ = encoder_out.shape
     blank, context_size = model.decoder.blank_id, model.decoder.context_size
     enc = model.joiner.encoder_proj(encoder_out)
     lens = encoder_out_lens.tolist()
     start = tuple(_initial_context(context_size, blank))
-    # per utterance: tokens (with the initial context) -> log-prob
+    # per utterance: tokens (with the initial context) -> transducer log-prob, LM log10-prob
     beams: List[Dict[Tuple[int, ...], float]] = [{start: 0.0} for _ in range(B)]
+    lm_scores: List[Dict[Tuple[int, ...], float]] = [{start: 0.0} for _ in range(B)]
     for t in range(T):
         active = [b for b in range(B) if lens[b] > t]
         if not active:
@@ -86,21 +93,30 @@ def modified_beam_search(
         enc_t = enc[torch.tensor([b for b, _ in keys], device=enc.device), t]
         log_probs = model.joiner(enc_t, dec, project_input=False).log_softmax(dim=-1)
         log_probs += torch.tensor([beams[b][ys] for b, ys in keys], device=enc.device).unsqueeze(1)
+        rank, lm_next = log_probs, None
+        if lm is not None:
+            lm_next = torch.stack([lm.log10_probs(ys[context_size:]) for _, ys in keys]).to(enc.device)
+            lm_next += torch.tensor([lm_scores[b][ys] for b, ys in keys], device=enc.device).unsqueeze(1)
+            rank = log_probs + lm_weight * lm_next
         V = log_probs.shape[1]
         row = 0
         for b in active:  # best (hypothesis, output) pairs of each utterance
             n = len(beams[b])
-            top = log_probs[row : row + n].flatten().topk(min(beam, n * V))
+            top = rank[row : row + n].flatten().topk(min(beam, n * V))
             new: Dict[Tuple[int, ...], float] = {}
-            for idx, score in zip(top.indices.tolist(), top.values.tolist()):
-                ys, tok = keys[row + idx // V][1], idx % V
+            new_lm: Dict[Tuple[int, ...], float] = {}
+            for idx in top.indices.tolist():
+                h, tok = row + idx // V, idx % V
+                score, ys = log_probs[h, tok].item(), keys[h][1]
                 ys = ys if tok == blank else ys + (tok,)
                 new[ys] = score if ys not in new else _logadd(new[ys], score)
-            beams[b] = new
+                new_lm[ys] = 0.0 if lm_next is None else lm_next[h, tok].item()
+            beams[b], lm_scores[b] = new, new_lm
             row += n
     results = []
     for b in range(B):
-        ys = max(beams[b], key=lambda k: beams[b][k] / len(k))
+        fused = {ys: am + lm_weight * lm_scores[b][ys] for ys, am in beams[b].items()}
+        ys = max(fused, key=lambda k: fused[k] / len(k))
         results.append(list(ys[context_size:]))
     return results
 

@@ -13,8 +13,9 @@
 #                                                  -> data/kmeans-fbank-100/ (cuts with custom["kmeans"])
 #   6  LM text: --lm-sentences (100000) generator sentences from a seed stream of their own, no
 #      dev or test sentence among them; a lexicon of their words per lang dir; an --lm-order
-#      (3) gram LM estimated with IRSTLM    -> data/lm/{text,words}.txt, data/lm/<O>gram.arpa,
-#                                              data/lang_*/lexicon.txt
+#      (3) gram LM estimated with IRSTLM, and a token 4-gram per BPE lang dir (shallow fusion
+#      in the transducer's beam search)    -> data/lm/{text,words}.txt, data/lm/<O>gram.arpa,
+#                                    data/lang_*/lexicon.txt, data/lang_bpe_*/token-4gram.arpa
 #
 # --tiny makes a few dozen short utterances (for tests). Tiny and full outputs use the same
 # paths: use a fresh directory (or remove data/ and download/) to switch size.
@@ -151,6 +152,14 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   else
     log "  data/lm/${lm_order}gram.arpa done before"
   fi
+  for v in $vocab_sizes; do
+    if [ ! -f data/lang_bpe_$v/token-4gram.arpa ]; then
+      $PY -m icefall.asr.lm token-arpa --text data/lm/text.txt --lang-dir data/lang_bpe_$v \
+        --order 4 --out data/lang_bpe_$v/token-4gram.arpa
+    else
+      log "  data/lang_bpe_$v/token-4gram.arpa done before"
+    fi
+  done
 fi
 
 log "Done"
