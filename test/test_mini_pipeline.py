@@ -129,7 +129,16 @@ def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
     assert compute_wer(onnx_test).ref_len > 0
     for f in ("pretrained.pt", "onnx/model.onnx", "onnx/tokens.txt"):
         assert (ft / f).is_file(), f
-    assert "| pretrained (HuBERT-style) + fine-tuned |" in out
+    assert "| pretrained (HuBERT-style) + fine-tuned | greedy |" in out
+    # Lexicon + 3-gram LM decoding (weights tuned on train-labeled in --tiny) outputs only
+    # words of the lexicon and, on a model that spells most letters right, beats greedy.
+    from icefall.asr.lm import read_lexicon
+
+    lm = read_transcripts(_newest(str(ft / "ctc-lexicon-lm/recogs-train-labeled-*.txt")))
+    words = set(read_lexicon(Path("data/lang_char/lexicon.txt")))
+    assert len(lm) == 12 and all(set(hyp) <= words for _, _, hyp in lm)
+    assert compute_wer(lm).wer < compute_wer(train).wer, (compute_wer(lm).wer, compute_wer(train).wer)
+    assert "| pretrained (HuBERT-style) + fine-tuned | lexicon + LM |" in out
 
 
 def test_extract_features_matches_the_model(tiny_corpus, monkeypatch, tmp_path):
