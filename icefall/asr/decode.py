@@ -67,7 +67,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     g.add_argument("--beam-size", type=int, default=None,
                    help="hypotheses kept: default 4 for modified_beam_search and "
                         "ctc-prefix-beam-search, 50 for the lexicon methods")
-    add_lexicon_arguments(parser)
+    add_lm_arguments(parser)
     g.add_argument("--test-splits", nargs="+", default=["test"],
                    help="decode <manifest-dir>/<cuts-prefix>_cuts_<split>.jsonl.gz")
     g.add_argument("--res-dir", type=Path, default=None, help="default <exp-dir>/<decoding-method>")
@@ -77,9 +77,9 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     return parser
 
 
-def add_lexicon_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``ctc-lexicon`` / ``ctc-lexicon-lm`` (and tune_lm.py)."""
-    g = parser.add_argument_group("lexicon and LM decoding")
+def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the lexicon methods, shallow fusion and tune_lm.py."""
+    g = parser.add_argument_group("lexicon and LM decoding, shallow fusion")
     g.add_argument("--lexicon", type=Path, default=None, help="default <lang-dir>/lexicon.txt")
     g.add_argument("--lm", type=Path, default=Path("data/lm/3gram.arpa"),
                    help="word n-gram LM (ARPA or KenLM binary) of ctc-lexicon-lm")
@@ -182,7 +182,7 @@ def decode_batch(model: AsrModel, x: Tensor, x_lens: Tensor, method: str, beam_s
 
     Args:
       x: (B, T, 80) fbank or (B, N) waveform; x_lens: (B,) valid frames / samples.
-      method: one of TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS.
+      method: one of TRANSDUCER_METHODS + CTC_METHODS + LEXICON_METHODS + FUSION_METHODS.
       lexicon_decoder: a ``CtcLexiconDecoder``, for the lexicon methods.
       token_lm, lm_weight: a ``TokenNgramLM`` and its weight, for shallow fusion.
     """
