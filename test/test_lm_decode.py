@@ -337,22 +337,30 @@ def test_decode_py_lexicon_methods(lang, corpus, a_model):
     assert recogs.count("hyp=['AB']") + recogs.count("hyp=['BA']") == 3
 
 
-def test_tune_lm_writes_the_table_and_decodes_with_the_best(lang, corpus, a_model):
+def test_tune_lm_writes_the_table_and_decodes_with_the_best(lang, corpus, a_model, tmp_path):
     from icefall.asr import tune_lm
 
     # (an LM weight of 0 would leave AB and BA tied: a WER of chance, see above)
     args = _args(tune_lm.get_parser(), a_model, lang, corpus, "ctc-lexicon-lm", "--tune-split", "dev",
-                 "--lm-weights", "2", "1", "--word-scores", "0", "30", "--test-splits", "test")
-    rows = tune_lm.main(args)
+                 "--methods", "ctc-lexicon-lm", "ctc-lexicon", "--lm-weights", "2", "1",
+                 "--word-scores", "0", "30", "--test-splits", "test", "--res-dir", str(tmp_path))
+    out = tune_lm.main(args)
+    rows = out["ctc-lexicon-lm"]
     # a word score of 30 pays for many inserted words; equal WERs: the smaller weight first
     assert rows[:2] == [(1.0, 0.0, 60.0), (2.0, 0.0, 60.0)]
     assert [r[1] for r in rows[2:]] == [30.0, 30.0] and min(r[2] for r in rows[2:]) > 100.0
-    table = a_model.parent / "ctc-lexicon-lm" / "tune-dev-beam-size-50-pretrained.txt"
+    assert [r[:2] for r in out["ctc-lexicon"]] in ([(0.0, 0.0), (0.0, 30.0)], [(0.0, 30.0), (0.0, 0.0)])
+    table = tmp_path / "ctc-lexicon-lm" / "tune-dev-beam-size-50-pretrained.txt"
     assert table.read_text().splitlines()[:2] == ["lm_weight\tword_score\tWER", "1\t0\t60.00"]
+    # the test split decoded with the best setting, as decode.py would have written it
     best_key = "ctc-lexicon-lm-beam-size-50-beam-25-lm-2gram-lm-weight-1-word-score-0-pretrained"
-    assert (a_model.parent / "ctc-lexicon-lm" / f"wer-summary-test-{best_key}.txt").is_file()
-    with pytest.raises(ValueError, match="tunes"):
-        tune_lm.main(_args(tune_lm.get_parser(), a_model, lang, corpus, "ctc-greedy-search"))
+    recogs = (tmp_path / "ctc-lexicon-lm" / f"recogs-test-{best_key}.txt").read_text()
+    dec.decode_splits(_args(dec.get_parser(), a_model, lang, corpus, "ctc-lexicon-lm", "--test-splits", "test",
+                            "--lm-weight", "1", "--word-score", "0", "--res-dir", str(tmp_path / "ref")))
+    assert recogs == (tmp_path / "ref" / f"recogs-test-{best_key}.txt").read_text()
+    assert (tmp_path / "ctc-lexicon" / "tune-dev-beam-size-50-pretrained.txt").is_file()
+    with pytest.raises(SystemExit):
+        tune_lm.get_parser().parse_args(["--methods", "ctc-greedy-search"])
 
 
 def test_decode_py_shallow_fusion(lang, corpus, tmp_path):

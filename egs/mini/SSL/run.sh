@@ -128,11 +128,9 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
       --decoding-method ctc-greedy-search --test-splits $decode_splits
   done
   for exp in exp-ft exp-scratch; do
-    for method in ctc-lexicon ctc-lexicon-lm; do
-      python3 "$recipe_dir/zipformer/tune_lm.py" --exp-dir zipformer/$exp \
-        --epoch $ft_epoch --avg $ft_avg --use-averaged-model true --decoding-method $method \
-        --tune-split $tune_split --test-splits $decode_splits
-    done
+    python3 "$recipe_dir/zipformer/tune_lm.py" --exp-dir zipformer/$exp \
+      --epoch $ft_epoch --avg $ft_avg --use-averaged-model true \
+      --methods ctc-lexicon ctc-lexicon-lm --tune-split $tune_split --test-splits $decode_splits
   done
 fi
 

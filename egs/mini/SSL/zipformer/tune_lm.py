@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Tune --lm-weight and --word-score of lexicon + LM decoding on dev, then decode with the best.
+"""Tune lexicon-only and lexicon + LM decoding on dev (word score; LM weight), then decode
+with the best: one encoder pass per split.
 
     cd egs/mini/SSL
-    ./zipformer/tune_lm.py --epoch 20 --avg 5 --tune-split dev --test-splits dev test
-    ./zipformer/tune_lm.py --epoch 20 --avg 5 --decoding-method ctc-lexicon   # word score only
+    ./zipformer/tune_lm.py --epoch 20 --avg 5 --methods ctc-lexicon ctc-lexicon-lm \\
+        --tune-split dev --test-splits dev test
 
-Tables: ``<exp-dir>/<decoding-method>/tune-dev-*.txt``; results as decode.py writes them. The
-logic is in ``icefall.asr.tune_lm``; data/lm/ and the lexicons come from prepare.sh stage 6.
+Tables: ``<exp-dir>/<method>/tune-dev-*.txt``; results as decode.py writes them. The logic is
+in ``icefall.asr.tune_lm``; data/lm/ and the lexicons come from prepare.sh stage 6.
 """
 from icefall.asr.tune_lm import get_parser, main
 
 if __name__ == "__main__":
     parser = get_parser(
         exp_dir="zipformer/exp-ft",
+        cuts_prefix="mini",
         lang_dir="data/lang_char",
         lm="data/lm/3gram.arpa",
         lm_weights=[0.25, 0.5, 0.75, 1.0],
