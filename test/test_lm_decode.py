@@ -137,6 +137,20 @@ def test_lm_weight_zero_equals_lexicon_only(lang):
     assert [with_lm.decode_one(lp) for lp in lps] != [no_lm.decode_one(lp) for lp in lps]
 
 
+def test_silence_token_of_each_kind_of_lang_dir(lang, tmp_path):
+    from icefall.asr.lm_decode import load_lexicon_decoder
+
+    tokens = read_tokens(lang / "tokens.txt")
+    assert load_lexicon_decoder(lang).sil == tokens["|"]
+    exported = tmp_path / "exported"  # an exported letter model writes ▁ for |
+    exported.mkdir()
+    (exported / "tokens.txt").write_text((lang / "tokens.txt").read_text().replace("| ", "\u2581 "))
+    assert load_lexicon_decoder(exported, lexicon=lang / "lexicon.txt").sil == tokens["|"]
+    bpe = train_bpe(LM_TEXT * 4, tmp_path / "bpe", vocab_size=12)
+    make_lexicon(["AB", "BA"], bpe)
+    assert load_lexicon_decoder(bpe).sil == 0  # blank
+
+
 def test_batch_decode_respects_lengths(lang):
     tokens, lexicon = read_tokens(lang / "tokens.txt"), read_lexicon(lang / "lexicon.txt")
     decoder = CtcLexiconDecoder(lexicon, tokens, lm=lang / "2gram.arpa")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from icefall.asr.lm import Lexicon, read_lexicon
-from icefall.data.tokenizer import BLANK, WORD_SEP, read_tokens
+from icefall.data.tokenizer import BLANK, EXPORT_WORD_SEP, WORD_SEP, read_tokens
 
 UNK_WORD = "<unk>"
 _NEVER = -1e4  # log-prob of what cannot happen (finite: flashlight's beam arithmetic subtracts)
@@ -48,6 +48,8 @@ class CtcLexiconDecoder:
       beam_size: hypotheses kept per frame.
       beam: hypotheses scoring more than ``beam`` below the best are dropped.
       beam_size_token: tokens tried per frame (default: all).
+      silence: the token between words (see the module docstring); default ``|`` when
+        ``tokens`` has it, else blank.
     """
 
     def __init__(
@@ -60,13 +62,14 @@ class CtcLexiconDecoder:
         beam_size: int = 50,
         beam: float = 25.0,
         beam_size_token: Optional[int] = None,
+        silence: Optional[str] = None,
     ) -> None:
         from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
         from flashlight.lib.text.dictionary import Dictionary
 
         self.num_tokens = max(tokens.values()) + 1
         self.blank = tokens[BLANK]
-        self.sil = tokens.get(WORD_SEP, self.blank)
+        self.sil = tokens[silence] if silence is not None else tokens.get(WORD_SEP, self.blank)
         self.words = Dictionary()
         for word in sorted(lexicon):
             self.words.add_entry(word)
@@ -185,8 +188,11 @@ def load_lexicon_decoder(lang_dir: Path, lexicon: Optional[Path] = None, lm: Opt
     if not lexicon.is_file():
         raise FileNotFoundError(f"lexicon {lexicon} not found (make it with: python -m "
                                 f"icefall.asr.lm lexicon --lang-dir {lang_dir} --words WORDS)")
-    return CtcLexiconDecoder(read_lexicon(lexicon), read_tokens(Path(lang_dir) / "tokens.txt"),
-                             lm=lm, **options)
+    tokens = read_tokens(Path(lang_dir) / "tokens.txt")
+    silence = BLANK  # BPE: pieces mark word starts
+    if not (Path(lang_dir) / "bpe.model").is_file():  # letters: | (an exported tokens.txt: ▁)
+        silence = WORD_SEP if WORD_SEP in tokens or EXPORT_WORD_SEP not in tokens else EXPORT_WORD_SEP
+    return CtcLexiconDecoder(read_lexicon(lexicon), tokens, lm=lm, silence=silence, **options)
 
 
 def tune_weights(
