@@ -7,6 +7,8 @@
 Every option and its default: ``./zipformer/pretrain.py --help``; the logic is in
 ``icefall.ssl.pretrain``.
 """
+from defaults import ENCODER_OVERRIDES  # this directory's defaults.py
+
 from icefall.ssl.pretrain import get_parser, main
 
 if __name__ == "__main__":
@@ -14,8 +16,7 @@ if __name__ == "__main__":
         encoder="zipformer-tiny",
         cuts_prefix="mini",
         frontend="fbank",  # stored fbank: cheaper on CPU than the waveform CNN
-        # A light Conv2d front end for CPU, and no dropout: a 1M model on 2 h underfits.
-        encoder_overrides="frontend_layer3_channels=32,dropout=0.0",
+        encoder_overrides=ENCODER_OVERRIDES,  # the size fine-tuning expects (defaults.py)
         # Zipformer's schedules (layer drop, bypass, balancers, ...) span ~20k batches of 600 s;
         # counting each second of audio as a batch fits them into a run of a few hundred batches.
         ref_duration=1.0,
