@@ -7,7 +7,7 @@
 # Stages (each re-runnable; finished training stages are skipped):
 #   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels, LM text,
 #      lexicons and a 3-gram LM)
-#   1  pretrain a tiny Zipformer HuBERT-style on the ~2 h unlabeled split
+#   1  pretrain a small (3.6M) Zipformer HuBERT-style on the ~2 h unlabeled split
 #   2  fine-tune it with CTC (letters) on the 10-minute labeled split (20 epochs)
 #   3  train the same model from scratch with the same fine-tuning budget (the baseline);
 #      stages 2 and 3 run side by side, each on half the cores
@@ -110,8 +110,8 @@ finetune() {
 pretrained_ckpt=zipformer/exp-pretrain/epoch-$pre_epoch.pt
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 3 ]; then
-  # The two runs train the same 1M-parameter model, which does not keep two threads busy: side
-  # by side, each on half the cores, they finish sooner than one after the other.
+  # The two runs train the same small model, which does not keep two threads busy: side by
+  # side, each on half the cores, they finish sooner than one after the other.
   log "Stages 2 and 3: fine-tune the pretrained encoder and, alongside, the same model from scratch ($head)"
   threads=$(( $(nproc) / 2 )); [ $threads -ge 1 ] || threads=1
   pids=()

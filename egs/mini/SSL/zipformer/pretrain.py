@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pretrain a tiny Zipformer HuBERT-style (k2SSL) on the mini corpus, on CPU in minutes.
+"""Pretrain a small Zipformer HuBERT-style (k2SSL) on the mini corpus, on CPU in minutes.
 
     cd egs/mini/SSL
     ./prepare.sh && ./zipformer/pretrain.py --num-epochs 2
