@@ -63,6 +63,7 @@ class Trainer(pt.Trainer):
 
 pt.compute_loss, pt.Trainer = compute_loss, Trainer
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python script.py` does
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
