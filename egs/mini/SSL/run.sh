@@ -8,7 +8,8 @@
 #   0  prepare the corpus (prepare.sh: synthesize, fbank, tokens, k-means labels, LM text,
 #      lexicons and a 3-gram LM)
 #   1  pretrain a small (3.6M) Zipformer HuBERT-style on the ~2 h unlabeled split
-#   2  fine-tune it with CTC (letters) on the 10-minute labeled split (20 epochs)
+#   2  fine-tune it with CTC (letters; --loss rnnt: pruned RNN-T) on the 10-minute labeled
+#      split (20 epochs)
 #   3  train the same model from scratch with the same fine-tuning budget (the baseline);
 #      stages 2 and 3 run side by side, each on half the cores
 #   4  decode dev and test with both: CTC greedy search, then word-level with the lexicon
@@ -20,8 +21,8 @@
 # --tiny runs everything on a few dozen utterances in a few minutes (the test suite uses it);
 # the WERs it prints mean nothing. --loss rnnt fine-tunes (stages 2-3) with pruned RNN-T on BPE
 # pieces instead of CTC on letters and decodes with modified beam search (k2SSL's headline
-# setting; slower, outside the 15-minute budget); its runs live in zipformer/rnnt/. --work-dir (default: this directory) holds data/ and the
-# experiment directories. docs/mini.md explains the recipe and the numbers to expect.
+# setting; slower, outside the 15-minute budget); its runs live in zipformer/rnnt/.
+# --work-dir (default: this directory) holds data/ and the experiment directories. docs/mini.md explains the recipe and the numbers to expect.
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "$0")" && pwd)
@@ -101,7 +102,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-# finetune <exp> <init-ckpt>: CTC fine-tuning into zipformer/<exp>, unless already done.
+# finetune <exp> <init-ckpt>: fine-tuning into $exp_root/<exp>, unless already done.
 finetune() {
   if ! trained $exp_root/$1 $ft_epoch; then
     python3 "$recipe_dir/zipformer/finetune.py" $common $finetune_opts --init-ckpt $2 --exp-dir $exp_root/$1
