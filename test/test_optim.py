@@ -101,8 +101,9 @@ def test_scale_update_formula():
     torch.testing.assert_close(capped - base, w3 * 0.01, atol=1e-5, rtol=1e-3)
 
 
-def test_clipping_uses_median_of_recent_norms():
-    # lr = 0 keeps the parameter (rms = 1) fixed, so the normalized grad norm = ||g||.
+def _clipping_steps():
+    """A step function ``norm -> norm after clipping`` of ScaledAdam with lr = 0, which keeps the
+    parameter (rms = 1) fixed, so that the normalized grad norm is ||g||."""
     p = nn.Parameter(torch.ones(4, 4))
     opt = ScaledAdam([p], lr=0.0, clipping_scale=2.0, clipping_update_period=100)
     direction = torch.randn(4, 4)
@@ -113,6 +114,11 @@ def test_clipping_uses_median_of_recent_norms():
         opt.step()
         return p.grad.norm().item()
 
+    return step
+
+
+def test_clipping_uses_median_of_recent_norms():
+    step = _clipping_steps()
     assert step(1000.0) == pytest.approx(1000.0)  # step 0: never clipped
     for k in range(1, 10):  # steps 1..9: no threshold yet
         assert step(float(k)) == pytest.approx(k)
@@ -201,16 +207,7 @@ def test_autocast_training_steps_stay_finite(dtype):
 def test_clipping_threshold_is_icefalls_order_statistic():
     # icefall takes sorted(norms)[(n // 4) * 2]: for 20 norms the 11th smallest, not the lower
     # median (the 10th).
-    p = nn.Parameter(torch.ones(4, 4))
-    opt = ScaledAdam([p], lr=0.0, clipping_scale=2.0, clipping_update_period=100)
-    direction = torch.randn(4, 4)
-    direction /= direction.norm()
-
-    def step(norm):
-        p.grad = direction * norm
-        opt.step()
-        return p.grad.norm().item()
-
+    step = _clipping_steps()
     step(1.0)  # step 0
     for norm in [1, 2, 3, 4, 5, 6, 7, 8, 9, 100] + list(range(10, 19)):  # steps 1..19
         step(float(norm))
