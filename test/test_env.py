@@ -8,8 +8,10 @@ import textwrap
 import pytest
 
 # A training-step-like loop with activations above glibc's mmap threshold (32 MiB); prints the
-# minor page faults of its last four steps (the heap settles within ~10 steps: before that an
-# occasional step still grows it by one tensor).
+# median of the minor page faults of its last 12 steps. With the setting the heap settles within
+# a few steps, but an occasional later step still grows it by one to three tensors (seen at
+# steps 10-14 in 3 of 8 runs, 12.5k-37.5k faults): the median is 0 all the same, where the control
+# re-faults every tensor of every step.
 _STEPS = textwrap.dedent("""
     import resource
     from icefall.env import keep_freed_memory
@@ -24,7 +26,8 @@ _STEPS = textwrap.dedent("""
         y.sum().item()
         del h, y
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    print(sum(faults[-4:]))
+    last = sorted(faults[-12:])
+    print((last[5] + last[6]) // 2)
 """)
 
 
@@ -39,7 +42,7 @@ def _last_steps_faults(keep: str):
 def test_keep_freed_memory_removes_page_faults_of_repeated_steps():
     state, faults = _last_steps_faults("1")
     assert state == "set"
-    # each step makes five 51 MB tensors: re-faulted, that is > 60k faults of 4 KiB pages
+    # each step makes five 51 MB tensors: re-faulted, that is > 60k faults of 4 KiB pages per step
     assert faults < 2000, faults
     state, faults = _last_steps_faults("0")  # the control: glibc's default re-faults every step
     assert state == "unset"
