@@ -10,6 +10,7 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import write_random_fbank_cuts
 import torch
 
 from icefall.asr import decode as dec
@@ -71,24 +72,8 @@ def lang_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """``<dir>/t_cuts_test.jsonl.gz``: one cut per TEXTS item with random 80-dim fbank."""
-    from lhotse import CutSet, Features, MonoCut, SupervisionSegment
-    from lhotse.features.io import NumpyFilesWriter
-
-    d = tmp_path_factory.mktemp("fbank")
-    rng = np.random.default_rng(0)
-    cuts = []
-    with NumpyFilesWriter(d / "feats") as writer:
-        for i, text in enumerate(TEXTS):
-            frames = 120 + 37 * i
-            key = writer.write(f"c{i}", rng.standard_normal((frames, 80)).astype(np.float32))
-            feats = Features(type="fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                             sampling_rate=16000, start=0.0, duration=frames / 100, storage_type=writer.name,
-                             storage_path=str(writer.storage_path), storage_key=key, recording_id=f"r{i}")
-            sup = SupervisionSegment(id=f"c{i}", recording_id=f"r{i}", start=0.0, duration=frames / 100, text=text)
-            cuts.append(MonoCut(id=f"c{i}", start=0.0, duration=frames / 100, channel=0,
-                                supervisions=[sup], features=feats))
-    CutSet.from_cuts(cuts).to_file(d / "t_cuts_test.jsonl.gz")
-    return d
+    return write_random_fbank_cuts(tmp_path_factory.mktemp("fbank"), TEXTS,
+                                   [120 + 37 * i for i in range(len(TEXTS))])
 
 
 @pytest.fixture(scope="module")

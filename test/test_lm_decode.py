@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import write_random_fbank_cuts
 import torch
 
 from icefall.asr import decode as dec
@@ -277,28 +278,8 @@ TEXTS = ["AB BA", "BA", "AB AB"]  # 5 reference words
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """``<dir>/t_cuts_test.jsonl.gz`` (and ``dev``): one cut per TEXTS item, random fbank."""
-    import numpy as np
-    from lhotse import CutSet, Features, MonoCut, SupervisionSegment
-    from lhotse.features.io import NumpyFilesWriter
-
-    d = tmp_path_factory.mktemp("fbank")
-    rng = np.random.default_rng(0)
-    cuts = []
-    with NumpyFilesWriter(d / "feats") as writer:
-        for i, text in enumerate(TEXTS):
-            frames = 100 + 20 * i
-            key = writer.write(f"c{i}", rng.standard_normal((frames, 80)).astype(np.float32))
-            feats = Features(type="fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                             sampling_rate=16000, start=0.0, duration=frames / 100,
-                             storage_type=writer.name, storage_path=str(writer.storage_path),
-                             storage_key=key, recording_id=f"r{i}")
-            sup = SupervisionSegment(id=f"c{i}", recording_id=f"r{i}", start=0.0,
-                                     duration=frames / 100, text=text)
-            cuts.append(MonoCut(id=f"c{i}", start=0.0, duration=frames / 100, channel=0,
-                                supervisions=[sup], features=feats))
-    for split in ("test", "dev"):
-        CutSet.from_cuts(cuts).to_file(d / f"t_cuts_{split}.jsonl.gz")
-    return d
+    return write_random_fbank_cuts(tmp_path_factory.mktemp("fbank"), TEXTS,
+                                   [100 + 20 * i for i in range(len(TEXTS))], splits=("test", "dev"))
 
 
 @pytest.fixture(scope="module")
