@@ -14,6 +14,7 @@ import torch
 
 from icefall.asr.model import AsrModel
 from icefall.nn.configs import build_encoder
+from icefall.nn.scaling import Balancer
 from icefall.ssl.fairseq_import import load_pretrained_hubert
 from icefall.ssl.hubert import HubertConfig, HubertModel
 from icefall.ssl.icefall_import import (
@@ -150,7 +151,11 @@ def test_asr_checkpoint_gives_our_outputs(tmp_path):
     assert sum(v == DROPPED for v in imp.key_map.values()) == NUM_LAYERS
     assert imp.asr_options() == dict(use_transducer=True, use_ctc=True, blank_id=0, vocab_size=10,
                                       decoder_dim=16, joiner_dim=16, context_size=2)
-    rebuilt = AsrModel(imp.build_encoder(), **imp.asr_options())
+    encoder = imp.build_encoder()
+    # an imported model trains on with icefall's Balancer limits, front end included
+    limits = {m.limits for m in encoder.modules() if isinstance(m, Balancer)}
+    assert limits == {"icefall"} and any(isinstance(m, Balancer) for m in encoder.frontend.modules())
+    rebuilt = AsrModel(encoder, **imp.asr_options())
     rebuilt.load_state_dict({**{"encoder." + k: v for k, v in imp.encoder_state.items()}, **imp.asr_head_state()})
     rebuilt, original = rebuilt.double().eval(), original.double()
     x = torch.randn(2, 67, 80, dtype=torch.float64)

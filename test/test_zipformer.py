@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
-from icefall.nn.configs import build_encoder, count_parameters
+from icefall.nn.configs import ConfigError, build_encoder, count_parameters
 from icefall.nn.scaling import (
+    BALANCER_LIMITS,
     Balancer,
     BiasNorm,
     ScheduledFloat,
@@ -98,6 +99,48 @@ def test_balancer_identity_forward_and_pushes_violating_channel():
     x2 = x.detach().clone().requires_grad_(True)
     bal(x2).backward(g)
     assert torch.equal(x2.grad, g)
+
+
+def test_balancer_limit_formulas():
+    from scipy.stats import norm
+
+    from icefall.nn.scaling import _proportion_positive_to_mean as limit
+
+    for p in (0.05, 0.3, 0.525, 0.95):
+        # "gaussian": the mean/std of a unit Gaussian with P(x > 0) = p
+        assert limit(p, "gaussian") == pytest.approx(norm.ppf(p), abs=1e-6)
+    # "icefall": the value icefall's scaling.py quotes for _approx_inverse_erf(0.05)
+    assert limit(0.525, "icefall") == pytest.approx(0.0407316414078772, abs=1e-10)
+    assert limit(0.05, "icefall") == pytest.approx(0.8139535143 * math.atanh(-0.9), abs=1e-9)
+    assert math.isfinite(limit(1.0, "icefall")) and math.isfinite(limit(0.0, "gaussian"))
+
+
+@pytest.mark.parametrize("limits", BALANCER_LIMITS)
+def test_balancer_limits_decide_which_channels_are_pushed(limits):
+    # mean/std = 0.2 lies inside the "gaussian" max_positive=0.6 limit (0.253) and outside the
+    # "icefall" one (0.165): only the latter pushes the channel down.
+    torch.manual_seed(0)
+    z = torch.randn(4000, 1)
+    x = ((z - z.mean()) / z.std(unbiased=False) + 0.2).requires_grad_(True)
+    bal = Balancer(1, channel_dim=-1, min_positive=0.0, max_positive=0.6, min_abs=0.0, max_abs=100.0,
+                   prob=1.0, limits=limits)
+    g = torch.randn(4000, 1) * 0.1
+    bal(x).backward(g)
+    extra = x.grad - g
+    if limits == "gaussian":
+        assert extra.abs().max() == 0
+    else:
+        assert extra.mean() > 0
+
+
+def test_balancer_limits_config_reaches_every_balancer():
+    for limits in BALANCER_LIMITS:
+        speech = build_encoder("zipformer-tiny", frontend="fbank", balancer_limits=limits)
+        found = {m.limits for m in speech.modules() if isinstance(m, Balancer)}
+        assert found == {limits}
+        assert any(isinstance(m, Balancer) for m in speech.frontend.modules())
+    with pytest.raises(ConfigError, match="balancer_limits"):
+        build_encoder("zipformer-tiny", balancer_limits="exact")
 
 
 def test_whitening_metric_values():

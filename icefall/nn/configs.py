@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
 from torch import Tensor, nn
 
 from icefall.nn.frontend import WAV2VEC2_CONV_LAYERS, Conv2dSubsampling, Wav2Vec2FrontEnd
+from icefall.nn.scaling import BALANCER_LIMITS, set_balancer_limits
 from icefall.nn.transformer import TransformerEncoder
 from icefall.nn.zipformer import Zipformer2
 
@@ -149,9 +150,20 @@ class ZipformerConfig(_Config):
     dropout: Optional[float] = None  # None: icefall's schedule 0.3 -> 0.1 over 20k batches
     warmup_batches: float = 4000.0
     feature_mask_per_frame: bool = True
+    # how the Balancers of the encoder and its front end limit mean/std (BALANCER_LIMITS):
+    # "gaussian" (exact) or "icefall" (icefall's approximation; set for imported icefall models)
+    balancer_limits: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.balancer_limits not in BALANCER_LIMITS:
+            raise ConfigError(f"balancer_limits={self.balancer_limits!r}: choose from {BALANCER_LIMITS}")
 
     def build(self) -> nn.Module:
-        return Zipformer2(**dataclasses.asdict(self))
+        kwargs = dataclasses.asdict(self)
+        limits = kwargs.pop("balancer_limits")
+        encoder = Zipformer2(**kwargs)
+        set_balancer_limits(encoder, limits)
+        return encoder
 
 
 @dataclass(frozen=True)
@@ -283,6 +295,8 @@ class EncoderConfig(_Config):
     def build(self) -> SpeechEncoder:
         encoder = self.encoder.build()
         frontend = self.frontend.build(encoder.input_dim)
+        # the front end's Balancers follow the encoder's choice
+        set_balancer_limits(frontend, getattr(self.encoder, "balancer_limits", "gaussian"))
         return SpeechEncoder(frontend, encoder, name=self.name, frontend_type=self.frontend.kind)
 
 

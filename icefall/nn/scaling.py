@@ -255,11 +255,33 @@ class _BalancerFunction(torch.autograd.Function):
         return (g + g.abs() * loss_grad).to(x_grad.dtype), None, None
 
 
-def _proportion_positive_to_mean(p: float) -> float:
-    # For a Gaussian, P(x > 0) = p  <=>  mean/std = erfinv(2p - 1) * sqrt(2); the clamp
-    # keeps p = 0 or 1 finite.
-    q = min(max(2.0 * p - 1.0, -0.999999), 0.999999)
+#: How :class:`Balancer` turns a proportion of positive values into a limit on mean/std.
+#: "gaussian": the exact value for Gaussian data, sqrt(2) * erfinv(2p - 1) (our default; every
+#: result in docs/RESULTS.md was measured with it). "icefall": icefall's scaling.py, which
+#: approximates erfinv(2p - 1) by 0.8139535143 * atanh(2p - 1) and omits the sqrt(2); its limits
+#: are about 1.5x tighter near p = 0.5 (models imported from icefall train on with it).
+BALANCER_LIMITS = ("gaussian", "icefall")
+
+
+def _proportion_positive_to_mean(p: float, limits: str = "gaussian") -> float:
+    q = 2.0 * p - 1.0
+    if limits == "icefall":
+        # eps keeps p = 0 or 1 finite, as in icefall
+        eps = 1.0e-10
+        return 0.8139535143 * (math.log(1.0 + q + eps) - math.log(1.0 - q + eps)) / 2.0
+    # the clamp keeps p = 0 or 1 finite
+    q = min(max(q, -0.999999), 0.999999)
     return math.sqrt(2.0) * torch.special.erfinv(torch.tensor(q)).item()
+
+
+def set_balancer_limits(module: nn.Module, limits: str) -> None:
+    """Use the ``limits`` formula (one of :data:`BALANCER_LIMITS`) in every :class:`Balancer`
+    inside ``module``."""
+    if limits not in BALANCER_LIMITS:
+        raise ValueError(f"balancer_limits={limits!r}: choose from {BALANCER_LIMITS}")
+    for m in module.modules():
+        if isinstance(m, Balancer):
+            m.limits = limits
 
 
 class Balancer(nn.Module):
@@ -268,7 +290,8 @@ class Balancer(nn.Module):
     Constraints per channel (over all other dims): proportion of positive values in
     ``[min_positive, max_positive]`` (expressed as limits on mean/std) and mean absolute value
     in ``[min_abs, max_abs]`` (as limits on rms = sqrt(pi/2) * mean-abs for a Gaussian).
-    Applied on a random ``prob`` fraction of training steps.
+    Applied on a random ``prob`` fraction of training steps. ``limits``: how a proportion
+    becomes a mean/std limit (:data:`BALANCER_LIMITS`; :func:`set_balancer_limits`).
     """
 
     def __init__(
@@ -281,8 +304,10 @@ class Balancer(nn.Module):
         max_abs: FloatLike = 100.0,
         grad_scale: FloatLike = 0.04,
         prob: Optional[FloatLike] = None,
+        limits: str = "gaussian",
     ):
         super().__init__()
+        self.limits = limits
         self.num_channels = num_channels
         self.channel_dim = channel_dim
         self.min_positive, self.max_positive = min_positive, max_positive
@@ -295,8 +320,8 @@ class Balancer(nn.Module):
             return x
         abs_to_rms = math.sqrt(math.pi / 2)
         limits = (
-            _proportion_positive_to_mean(float(self.min_positive)),
-            _proportion_positive_to_mean(float(self.max_positive)),
+            _proportion_positive_to_mean(float(self.min_positive), self.limits),
+            _proportion_positive_to_mean(float(self.max_positive), self.limits),
             abs_to_rms * float(self.min_abs),
             abs_to_rms * float(self.max_abs),
             float(self.grad_scale),

@@ -268,6 +268,8 @@ def _zipformer_overrides(opts: Dict[str, Any], output_downsampling_factor: int) 
     over: Dict[str, Any] = {name: _int_tuple(opts[name], name) for name in _ZIPFORMER_PER_STACK}
     over["pos_dim"] = int(opts["pos_dim"])
     over["output_downsampling_factor"] = output_downsampling_factor
+    # trained on with icefall's Balancer limits, the imported model keeps learning as in icefall
+    over["balancer_limits"] = "icefall"
     return over
 
 
