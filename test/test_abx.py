@@ -14,6 +14,7 @@ from icefall.eval.abx import (
     items_from_alignments,
     kl_symmetric_frame_distance,
     read_item_file,
+    pairwise_dtw,
     segment_frames,
     write_item_file,
 )
@@ -200,3 +201,18 @@ def test_abx_kl_on_posteriors_and_subsampling_is_seeded():
     a = abx_score(feats, items, RATE, max_size_group=2, max_x_across=1, seed=3)
     b = abx_score(feats, items, RATE, max_size_group=2, max_x_across=1, seed=3)
     assert a == b
+
+
+def test_pairwise_dtw_computes_only_needed_pairs():
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.nn.functional.normalize(torch.randn(int(n), 6, generator=g, dtype=torch.float64), dim=-1)
+             for n in (3, 7, 1, 5)]
+    full = pairwise_dtw(feats)
+    for i, x in enumerate(feats):  # the full matrix against the naive DTW of each pair
+        for j, y in enumerate(feats):
+            d = (x @ y.T).clamp(-1, 1).acos() / math.pi
+            assert abs(full[i, j].item() - naive_dtw(d.numpy())) < 1e-6
+    needed = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    part = pairwise_dtw(feats, needed=needed)
+    assert torch.equal(part[needed], full[needed])
+    assert torch.isnan(part[~needed]).all()

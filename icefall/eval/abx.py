@@ -171,8 +171,9 @@ def pairwise_dtw(
     feats: List[torch.Tensor],
     distance: str = "angular",
     max_elements: int = 16_000_000,
+    needed: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """DTW distance between every ordered pair of segments.
+    """DTW distance between ordered pairs of segments: all of them, or those ``needed``.
 
     The frame distances between all frames of all segments are computed once (one (F, F)
     matrix, F = total frames) and each pair's (L, L) block is gathered from it, so the
@@ -181,6 +182,8 @@ def pairwise_dtw(
     Args:
       feats: list of n segments (T_i, D), already normalised as the distance requires.
       max_elements: bound on pairs * L * L per DTW chunk (memory).
+      needed: optional (n, n) bool, True where a distance is wanted (e.g. only same-speaker
+        pairs for the within-speaker task); other entries are NaN.
     Returns:
       (n, n) tensor, entry [x, y] = DTW(x as rows, y as columns).
     """
@@ -194,15 +197,16 @@ def pairwise_dtw(
     # rows[i, t] = index in `frames` of frame t of segment i (repeating its last frame as padding)
     t = torch.arange(L, device=dev)
     rows = offsets[:, None] + torch.minimum(t[None, :], lens[:, None] - 1)  # (n, L)
-    xi = torch.arange(nseg, device=dev).repeat_interleave(nseg)
-    yi = torch.arange(nseg, device=dev).repeat(nseg)
-    out = torch.empty(nseg * nseg, dtype=full.dtype, device=dev)
+    if needed is None:
+        needed = torch.ones(nseg, nseg, dtype=torch.bool, device=dev)
+    xi, yi = needed.to(dev).nonzero(as_tuple=True)
+    out = torch.full((nseg, nseg), float("nan"), dtype=full.dtype, device=dev)
     step = max(1, max_elements // (L * L))
     for s in range(0, xi.numel(), step):
         a, b = xi[s : s + step], yi[s : s + step]
         dist = full[rows[a][:, :, None], rows[b][:, None, :]]  # (P, L, L)
-        out[s : s + step] = dtw_batch(dist, lens[a], lens[b])
-    return out.view(nseg, nseg)
+        out[a, b] = dtw_batch(dist, lens[a], lens[b])
+    return out
 
 
 def _prepare(x: torch.Tensor, distance: str) -> torch.Tensor:
@@ -294,8 +298,8 @@ def abx_score(
             speakers[spk].append(ph)
         if all(len(phs) < 2 for phs in speakers.values()):
             continue  # no (A, B) pair in this context
-        segs = [_prepare(s, distance).to(device) if device else _prepare(s, distance) for s in segs_by_context[ctx]]
-        D = pairwise_dtw(segs, distance).cpu().double().numpy()
+        # The context's cells: (scores, key, X indices, A indices, B indices, X is A).
+        cells_to_score = []
         for spk, phones in speakers.items():
             for a in phones:
                 ia = np.array(groups[(spk, a)])
@@ -307,11 +311,22 @@ def abx_score(
                         continue
                     ib = np.array(groups[(spk, b)])
                     if "within" in modes and len(ia) > 1:
-                        within[(spk, a, b)].append(_cell_error(D[ia[:, None], ia], D[ia[:, None], ib], True))
+                        cells_to_score.append((within, (spk, a, b), ia, ia, ib, True))
                     if "across" in modes:
                         for sx in others:
-                            ix = np.array(groups[(sx, a)])
-                            across[(spk, a, b)].append(_cell_error(D[ix[:, None], ia], D[ix[:, None], ib], False))
+                            cells_to_score.append((across, (spk, a, b), np.array(groups[(sx, a)]), ia, ib, False))
+        if not cells_to_score:
+            continue
+        # DTW only for the (X, A) and (X, B) pairs some cell compares (within: same speaker)
+        n = len(segs_by_context[ctx])
+        needed = np.zeros((n, n), dtype=bool)
+        for _, _, ix, ia, ib, _ in cells_to_score:
+            needed[ix[:, None], ia] = True
+            needed[ix[:, None], ib] = True
+        segs = [_prepare(s, distance).to(device) if device else _prepare(s, distance) for s in segs_by_context[ctx]]
+        D = pairwise_dtw(segs, distance, needed=torch.from_numpy(needed)).cpu().double().numpy()
+        for scores, key, ix, ia, ib, x_is_a in cells_to_score:
+            scores[key].append(_cell_error(D[ix[:, None], ia], D[ix[:, None], ib], x_is_a))
     out: Dict[str, float] = {"n_items": n_items}
     if "within" in modes:
         out["within"] = _reduce(within)
