@@ -83,13 +83,19 @@ def modified_beam_search(
     # per utterance: tokens (with the initial context) -> transducer log-prob, LM log10-prob
     beams: List[Dict[Tuple[int, ...], float]] = [{start: 0.0} for _ in range(B)]
     lm_scores: List[Dict[Tuple[int, ...], float]] = [{start: 0.0} for _ in range(B)]
+    # decoder output of each context seen: most extensions are blanks, which keep the context
+    dec_cache: Dict[Tuple[int, ...], Tensor] = {}
     for t in range(T):
         active = [b for b in range(B) if lens[b] > t]
         if not active:
             break
         keys = [(b, ys) for b in active for ys in beams[b]]
-        contexts = torch.tensor([ys[-context_size:] for _, ys in keys], device=enc.device)
-        dec = _decode_context(model, contexts)
+        contexts = [ys[-context_size:] for _, ys in keys]
+        new_contexts = list(dict.fromkeys(c for c in contexts if c not in dec_cache))
+        if new_contexts:
+            outs = _decode_context(model, torch.tensor(new_contexts, device=enc.device))
+            dec_cache.update(zip(new_contexts, outs))
+        dec = torch.stack([dec_cache[c] for c in contexts])
         enc_t = enc[torch.tensor([b for b, _ in keys], device=enc.device), t]
         log_probs = model.joiner(enc_t, dec, project_input=False).log_softmax(dim=-1)
         log_probs += torch.tensor([beams[b][ys] for b, ys in keys], device=enc.device).unsqueeze(1)
