@@ -7,6 +7,7 @@ checkpoint records, and the one loader of every checkpoint kind the project meet
     model, config = load_model("exp/hubert-base-fairseq.pt")     # hubert/convert_fairseq.py
     model, config = load_model("fairseq:hubert_base_ls960.pt")   # a raw fairseq HuBERT file
     model, config = load_model("icefall:exp/epoch-30.pt")        # an icefall / k2SSL checkpoint
+    model, config = load_model("hf-wavlm:wavlm-base-plus/")      # an HF WavLM save_pretrained dir
     model, config = load_model(path, expect="asr", purpose="decode.py")  # kind checked
 
 ``config`` is a :class:`ModelConfig`: ``kind`` ("pretrain" or "asr"), the typed
@@ -56,6 +57,7 @@ OBJECTIVES: Dict[str, str] = {
     "hubert": "icefall.ssl.hubert:HUBERT",
     "spidr": "icefall.ssl.spidr:SPIDR",
     "dinosr": "icefall.ssl.spidr:DINOSR",
+    "wavlm": "icefall.ssl.wavlm:WAVLM",
 }
 
 #: Builders of the fine-tuned models of each kind other than "pretrain" (``build(config)``), and
@@ -67,6 +69,7 @@ _TASK_CONFIGS: Dict[str, str] = {"asr": "icefall.asr.model:AsrConfig"}
 _FOREIGN_READERS: Dict[str, str] = {
     "fairseq": "icefall.ssl.fairseq_import:read_fairseq_model",
     "icefall": "icefall.ssl.icefall_import:read_icefall_model",
+    "hf-wavlm": "icefall.ssl.hf_import:read_hf_wavlm",
 }
 
 KINDS = ("pretrain", "asr")

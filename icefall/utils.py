@@ -138,11 +138,15 @@ class MetricsTracker(collections.Counter):
     """Sums of per-batch statistics; ``frames`` is the normaliser.
 
     A loss stored as a sum over frames is reported per frame; ``frames`` and other counts
-    (``utterances``, ``seconds``) are reported as totals.
+    (``utterances``, ``seconds``) are reported as totals; a key of :attr:`RATIO_KEYS` is divided
+    by the sum of the key it names.
     """
 
     #: keys that are counts, reported as they are rather than divided by frames
     COUNT_KEYS = ("frames", "utterances", "seconds")
+    #: keys divided by another key's sum instead: WavLM's mixed utterances per utterance, and
+    #: the mean energy ratio (dB) of the mixed ones
+    RATIO_KEYS = {"mixed": "utterances", "mix_db": "mixed"}
 
     def __add__(self, other: "MetricsTracker") -> "MetricsTracker":
         out = MetricsTracker()
@@ -160,10 +164,13 @@ class MetricsTracker(collections.Counter):
 
     def norm_items(self):
         """[(key, value)] with sums divided by ``frames`` (counts left as they are)."""
-        frames = self["frames"] if self["frames"] > 0 else 1
-        return [
-            (k, float(v) if k in self.COUNT_KEYS else float(v) / frames) for k, v in self.items()
-        ]
+        def norm(k: str, v: float) -> float:
+            if k in self.COUNT_KEYS:
+                return float(v)
+            by = self[self.RATIO_KEYS.get(k, "frames")]
+            return float(v) / (by if by > 0 else 1)
+
+        return [(k, norm(k, v)) for k, v in self.items()]
 
     def __str__(self) -> str:
         return ", ".join(

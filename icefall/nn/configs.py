@@ -22,7 +22,7 @@ All front ends give 50 Hz frames. Overrides (keyword arguments, or the command l
 (``fbank``: the :class:`~icefall.nn.frontend.Conv2dSubsampling` over 80-dim fbank at 100 Hz, e.g.
 for VietASR); ``frontend_<field>=...`` sets a front-end field (e.g.
 ``frontend_feature_grad_mult=0.1``); any other key is an encoder field (e.g.
-``num_encoder_layers=(1, 1, 1, 1)``, ``qkv_bias=False``). An unknown key is a
+``num_encoder_layers=(1, 1, 1, 1)``, ``qkv_bias=False``, ``gated_rel_pos_bias=True``). An unknown key is a
 :class:`ConfigError` listing the valid ones.
 
     cfg = encoder_config("zipformer-tiny", frontend="fbank", dropout=0.0)
@@ -183,6 +183,10 @@ class TransformerConfig(_Config):
     conv_pos: int = 128  # conv_pos
     conv_pos_groups: int = 16  # conv_pos_groups
     qkv_bias: bool = True  # False in SpidR (no Q/K/V biases)
+    # WavLM's gated relative position bias (off: HuBERT's encoder, state dict unchanged)
+    gated_rel_pos_bias: bool = False  # WavLM relative_position_embedding + gru_rel_pos
+    rel_pos_buckets: int = 320  # WavLM num_buckets
+    rel_pos_max_distance: int = 800  # WavLM max_distance (HF max_bucket_distance)
 
     def build(self) -> nn.Module:
         return TransformerEncoder(**dataclasses.asdict(self))

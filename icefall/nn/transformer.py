@@ -6,7 +6,9 @@ convolutional positional embedding (weight-normed grouped Conv1d, kernel 128, 16
 
 Layers are post-norm (Base: x = LN(x + MHA(x)); x = LN(x + FFN(x))) or pre-norm (Large:
 x = x + MHA(LN(x)); x = x + FFN(LN(x))).  Layer drop skips whole layers while training.
-``qkv_bias=False`` removes the Q/K/V biases (SpidR).
+``qkv_bias=False`` removes the Q/K/V biases (SpidR). ``gated_rel_pos_bias=True`` adds WavLM's
+gated relative position bias to every layer's attention logits (see :class:`RelativePositionBias`
+and :class:`MultiheadSelfAttention`); off, the model and its state dict are HuBERT's.
 
 Parameter names mirror fairseq's ``TransformerEncoder`` (``pos_conv``, ``layers.N.self_attn.
 {q,k,v,out}_proj``, ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``,
@@ -16,6 +18,7 @@ import math
 import random
 from typing import List, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 
 from icefall.utils import make_pad_mask
@@ -43,10 +46,58 @@ class ConvPositionalEmbedding(nn.Module):
         return nn.functional.gelu(y).transpose(1, 2)
 
 
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention with separate q/k/v/out projections (fairseq names)."""
+def relative_position_bucket(relative_position: Tensor, num_buckets: int = 320,
+                             max_distance: int = 800) -> Tensor:
+    """WavLM's (T5-style, bidirectional) bucket of each relative position ``key - query``.
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, qkv_bias: bool = True):
+    Half the buckets are for positive offsets. Within a half, offsets below ``n // 2`` (``n =
+    num_buckets // 2``) get a bucket each; larger ones share buckets spaced logarithmically up
+    to ``max_distance``, beyond which all fall in the half's last bucket.
+
+    Args:
+      relative_position: int tensor of any shape.
+    Returns:
+      long tensor of the same shape, values in ``[0, num_buckets)``.
+    """
+    half = num_buckets // 2
+    exact = half // 2
+    offset = (relative_position > 0).long() * half
+    distance = relative_position.abs()
+    # distance >= exact here wherever the value is used; the clamp only keeps log() finite
+    far = exact + (torch.log(distance.clamp(min=exact).float() / exact)
+                   / math.log(max_distance / exact) * (half - exact)).long()
+    far = far.clamp(max=half - 1)
+    return offset + torch.where(distance < exact, distance, far)
+
+
+class RelativePositionBias(nn.Module):
+    """T -> (1, H, T, T) attention-logit bias: one learned value per head and relative position
+    bucket (:func:`relative_position_bucket`), computed once and shared by every layer (WavLM)."""
+
+    def __init__(self, num_heads: int, num_buckets: int = 320, max_distance: int = 800):
+        super().__init__()
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, num_frames: int) -> Tensor:
+        pos = torch.arange(num_frames, device=self.embedding.weight.device)
+        bucket = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
+        return self.embedding(bucket).permute(2, 0, 1).unsqueeze(0)  # (1, H, query, key)
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with separate q/k/v/out projections (fairseq names).
+
+    With ``gated_rel_pos_bias`` the forward takes a relative position bias (1, H, T, T) and
+    scales it, per head and query frame, by WavLM's GRU-style gate computed from the attention
+    input x: each head's slice x_h (head_dim) -> ``gru_rel_pos_linear`` (8 values, shared by the
+    heads) -> two sums of 4 -> sigmoid -> (a, b); gate = a * (b * c_h - 1) + 2 with a learned
+    ``gru_rel_pos_const`` c_h (init 1), so the gate lies in (1, 2) at initialisation. The gated
+    bias is added to the scaled q.k logits.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, qkv_bias: bool = True,
+                 gated_rel_pos_bias: bool = False):
         super().__init__()
         assert embed_dim % num_heads == 0
         self.num_heads = num_heads
@@ -60,15 +111,35 @@ class MultiheadSelfAttention(nn.Module):
             nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
         nn.init.xavier_uniform_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
+        self.gated_rel_pos_bias = gated_rel_pos_bias
+        if gated_rel_pos_bias:  # WavLM names
+            self.gru_rel_pos_linear = nn.Linear(embed_dim // num_heads, 8)
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = may attend."""
+    def gate(self, x: Tensor) -> Tensor:
+        """x (B, T, D) -> the bias gate (B, H, T, 1), one value per head and query frame."""
+        B, T, D = x.shape
+        g = self.gru_rel_pos_linear(x.reshape(B, T, self.num_heads, -1).transpose(1, 2))  # (B,H,T,8)
+        a, b = torch.sigmoid(g.reshape(B, self.num_heads, T, 2, 4).sum(-1)).chunk(2, dim=-1)
+        return a * (b * self.gru_rel_pos_const - 1.0) + 2.0
+
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None,
+                rel_pos_bias: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = may attend; rel_pos_bias: (1, H,
+        T, T), required with ``gated_rel_pos_bias``, ignored without."""
         B, T, D = x.shape
         H = self.num_heads
 
         def heads(t: Tensor) -> Tensor:
             return t.reshape(B, T, H, D // H).transpose(1, 2)
 
+        if self.gated_rel_pos_bias:
+            if rel_pos_bias is None:
+                raise ValueError("gated relative position bias: the encoder must pass rel_pos_bias")
+            bias = self.gate(x) * rel_pos_bias.to(x.dtype)  # (B, H, T, T)
+            if attn_mask is not None:
+                bias = bias.masked_fill(~attn_mask, float("-inf"))
+            attn_mask = bias
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         out = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
@@ -81,10 +152,11 @@ class TransformerEncoderLayer(nn.Module):
 
     def __init__(self, embed_dim: int = 768, ffn_dim: int = 3072, num_heads: int = 12,
                  dropout: float = 0.1, attention_dropout: float = 0.1, activation_dropout: float = 0.0,
-                 layer_norm_first: bool = False, qkv_bias: bool = True):
+                 layer_norm_first: bool = False, qkv_bias: bool = True, gated_rel_pos_bias: bool = False):
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.self_attn = MultiheadSelfAttention(embed_dim, num_heads, attention_dropout, qkv_bias)
+        self.self_attn = MultiheadSelfAttention(embed_dim, num_heads, attention_dropout, qkv_bias,
+                                                gated_rel_pos_bias)
         self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
@@ -95,12 +167,13 @@ class TransformerEncoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.dropout(self.fc2(self.activation_dropout(nn.functional.gelu(self.fc1(x)))))
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, D) -> (B, T, D)."""
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None,
+                rel_pos_bias: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, D) -> (B, T, D); rel_pos_bias: (1, H, T, T) with gated_rel_pos_bias."""
         if self.layer_norm_first:
-            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), attn_mask))
+            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), attn_mask, rel_pos_bias))
             return x + self._ffn(self.final_layer_norm(x))
-        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attn_mask)))
+        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attn_mask, rel_pos_bias)))
         return self.final_layer_norm(x + self._ffn(x))
 
 
@@ -114,13 +187,17 @@ class TransformerEncoder(nn.Module):
       layerdrop: probability of skipping each layer while training (same for the whole batch).
       conv_pos, conv_pos_groups: positional convolution kernel and groups (128, 16).
       qkv_bias: False removes Q/K/V biases (SpidR).
+      gated_rel_pos_bias: WavLM's gated relative position bias (``rel_pos_bias`` embedding with
+        ``rel_pos_buckets`` buckets up to ``rel_pos_max_distance`` frames, shared by all layers;
+        a gate per layer). The convolutional positional embedding stays, as in WavLM.
     """
 
     def __init__(self, embed_dim: int = 768, ffn_dim: int = 3072, num_heads: int = 12,
                  num_layers: int = 12, layer_norm_first: bool = False, dropout: float = 0.1,
                  attention_dropout: float = 0.1, activation_dropout: float = 0.0,
                  layerdrop: float = 0.05, conv_pos: int = 128, conv_pos_groups: int = 16,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True, gated_rel_pos_bias: bool = False, rel_pos_buckets: int = 320,
+                 rel_pos_max_distance: int = 800):
         super().__init__()
         self.input_dim = self.output_dim = embed_dim
         self.layer_norm_first = layer_norm_first
@@ -128,9 +205,11 @@ class TransformerEncoder(nn.Module):
         self.pos_conv = ConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups)
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
+        self.rel_pos_bias = (RelativePositionBias(num_heads, rel_pos_buckets, rel_pos_max_distance)
+                             if gated_rel_pos_bias else None)
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(embed_dim, ffn_dim, num_heads, dropout, attention_dropout,
-                                    activation_dropout, layer_norm_first, qkv_bias)
+                                    activation_dropout, layer_norm_first, qkv_bias, gated_rel_pos_bias)
             for _ in range(num_layers)
         )
         self._init_bert_params()
@@ -143,6 +222,11 @@ class TransformerEncoder(nn.Module):
                 nn.init.normal_(lin.weight, mean=0.0, std=0.02)
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
+            if layer.self_attn.gated_rel_pos_bias:
+                nn.init.normal_(layer.self_attn.gru_rel_pos_linear.weight, mean=0.0, std=0.02)
+                nn.init.zeros_(layer.self_attn.gru_rel_pos_linear.bias)
+        if self.rel_pos_bias is not None:
+            nn.init.normal_(self.rel_pos_bias.embedding.weight, mean=0.0, std=0.02)
 
     def forward(
         self, x: Tensor, x_lens: Tensor, return_hidden: bool = False
@@ -164,13 +248,14 @@ class TransformerEncoder(nn.Module):
 
         # (B, 1, 1, T), True = attend; None without padding lets SDPA use its fused kernels.
         attn_mask = None if bool((x_lens >= x.shape[1]).all()) else ~pad.squeeze(-1)[:, None, None, :]
+        rel_pos_bias = self.rel_pos_bias(x.shape[1]) if self.rel_pos_bias is not None else None
         hidden: List[Tensor] = []
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and random.random() < self.layerdrop:
                 if return_hidden:
                     hidden.append(x.masked_fill(pad, 0.0))
                 continue
-            x = layer(x, attn_mask)
+            x = layer(x, attn_mask, rel_pos_bias)
             if return_hidden:
                 hidden.append(x.masked_fill(pad, 0.0))
         if self.layer_norm_first:

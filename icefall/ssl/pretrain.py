@@ -1,5 +1,6 @@
 """SSL pretraining shared by every recipe's ``pretrain.py``: HuBERT-style masked prediction of
-k-means labels (k2SSL, ``--method hubert``) or self-distillation (``--method spidr|dinosr``).
+k-means labels (k2SSL, ``--method hubert``; WavLM's utterance mixing on top, ``--method wavlm``)
+or self-distillation (``--method spidr|dinosr``).
 
 A recipe script builds a parser with ``get_parser(**recipe_defaults)`` and calls ``main(args)``.
 Data: lhotse cuts ``<manifest-dir>/<prefix>_cuts_<split>.jsonl.gz``; for HuBERT their
@@ -49,7 +50,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     objectives' configs (``HubertConfig``, ``SpidrConfig``, ...: declared there, once)."""
     g = parser.add_argument_group("model")
     g.add_argument("--method", default="hubert", choices=list_objectives(),
-                   help="hubert: masked prediction of k-means labels; spidr/dinosr: self-distillation")
+                   help="hubert: masked prediction of k-means labels; spidr/dinosr: self-distillation; "
+                        "wavlm: hubert plus utterance mixing (and gated relative position bias)")
     g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), action=StoreGiven,
                    help="named encoder configuration (with --init-ckpt: the checkpoint's)")
     g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], action=StoreGiven,
@@ -118,9 +120,9 @@ def build_model(params: AttributeDict) -> nn.Module:
 def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torch.Tensor, MetricsTracker]:
     """Loss of one SslDataset batch; ``frames`` = masked frames scored.
 
-    Labels are passed only when the batch has them (HuBERT); SpidR/DinoSR make their own
+    Labels are passed only when the batch has them (HuBERT, WavLM); SpidR/DinoSR make their own
     targets. Per-batch perplexities are stored times the frame count, so that the tracker's
-    division by frames gives their frame-weighted mean.
+    division by frames gives their frame-weighted mean; WavLM's mixing counts as they are.
     """
     device = next(model.parameters()).device
     inputs = [batch["inputs"].to(device), batch["lengths"].to(device)]
@@ -137,6 +139,9 @@ def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torc
     for key in ("codebook_ppl", "pred_ppl"):
         if key in stats:
             info[key] = stats[key] * n
+    for key in ("mixed", "mix_db"):  # WavLM: logged as fraction mixed, mean ratio (MetricsTracker.RATIO_KEYS)
+        if key in stats:
+            info[key] = stats[key]
     info["utterances"] = len(batch["cut_ids"])
     info["seconds"] = batch["seconds"]
     return loss, info
