@@ -14,7 +14,7 @@ from icefall.nn.configs import EncoderConfig, encoder_config
 from icefall.nn.transformer import MultiheadSelfAttention, RelativePositionBias, relative_position_bucket
 from icefall.ssl.hubert import HubertModel
 from icefall.ssl.wavlm import MixPlan, WavlmConfig, mix_utterances, sample_mix_plan
-from icefall.utils import MetricsTracker
+from icefall.utils import AttributeDict, MetricsTracker
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention  # noqa: E402
@@ -135,6 +135,24 @@ def test_hf_wavlm_hidden_states_match(tmp_path, pre_norm):
         # every layer; a pre-norm model's last HF entry is after the final LayerNorm
         for i in range(len(enc["hidden"]) - (1 if pre_norm else 0)):
             torch.testing.assert_close(enc["hidden"][i][b, :t], ref.hidden_states[i + 1][0], atol=1e-4, rtol=0)
+
+
+def test_finetuning_starts_from_hf_wavlm(tmp_path):
+    """finetune.py --init-ckpt hf-wavlm:<dir>: the fine-tuned encoder is HF's WavLM (gated bias
+    included), through the common loader."""
+    from icefall.asr.finetune import get_parser as finetune_parser, load_ssl_model
+    from icefall.data.tokenizer import load_tokenizer, make_char_lang
+
+    hf = save_hf_wavlm(tmp_path / "hf", pre_norm=False)
+    lang = make_char_lang(["a b", "c a"], tmp_path / "lang")
+    params = vars(finetune_parser(use_ctc=True, use_transducer=False, mask_prob=0.0).parse_args(
+        ["--init-ckpt", f"hf-wavlm:{tmp_path / 'hf'}", "--lang-dir", str(lang)]))
+    params["vocab_size"], params["blank_id"] = load_tokenizer(lang).vocab_size, 0
+    ssl = load_ssl_model(AttributeDict(params)).eval()
+    wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out, _ = ssl(wav, torch.tensor([8000]))
+        torch.testing.assert_close(out, hf(wav).last_hidden_state, atol=1e-4, rtol=0)
 
 
 def test_hf_wavlm_bad_input_names_the_directory(tmp_path):
@@ -342,7 +360,6 @@ class Stop(Exception):
 def run_trainer(exp_dir, num_epochs=3, stop_after=None, train=True, **overrides):
     from icefall.ssl.pretrain import build_model as build_from_params, compute_loss, get_parser
     from icefall.trainer import Trainer, make_optimizer, set_schedule_count
-    from icefall.utils import AttributeDict
 
     args = get_parser(method="wavlm", encoder="hubert-tiny", frontend="fbank", num_classes=12, label_rate=100.0,
                       feature_pen_weight=0.0, mask_prob=0.3, mask_length=4, mix_prob=0.5, max_duration=160.0,
