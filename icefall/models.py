@@ -58,6 +58,7 @@ OBJECTIVES: Dict[str, str] = {
     "spidr": "icefall.ssl.spidr:SPIDR",
     "dinosr": "icefall.ssl.spidr:DINOSR",
     "wavlm": "icefall.ssl.wavlm:WAVLM",
+    "wav2vec2": "icefall.ssl.wav2vec2:WAV2VEC2",
 }
 
 #: Builders of the fine-tuned models of each kind other than "pretrain" (``build(config)``), and
@@ -146,6 +147,19 @@ def objective_options() -> List[Tuple[str, dataclasses.Field]]:
     return out
 
 
+def option_defaults(field_name: str) -> Dict[str, Any]:
+    """{objective: its default} of a command-line option shared by several objectives (e.g.
+    ``mask_prob``: HuBERT 0.8, wav2vec 2.0 0.65). Where they differ the option defaults to None
+    and each objective takes its own (:func:`pretrain_config` ignores None values)."""
+    out = {}
+    for name in list_objectives():
+        obj = get_objective(name)
+        for f in dataclasses.fields(obj.config_cls):
+            if f.name == field_name and "help" in f.metadata and f.name not in obj.fixed:
+                out[name] = f.default
+    return out
+
+
 # ------------------------------------------------------------------------------ model config
 @dataclass(frozen=True)
 class ModelConfig(_Config):
@@ -212,7 +226,8 @@ def pretrain_config(method: str, encoder: Union[str, EncoderConfig], frontend: O
     kv = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides)
     obj_fields = set(obj.config_cls.field_names())
     obj_kv = {k: v for k, v in kv.items() if k in obj_fields}
-    cfg = obj.config_from({**(values or {}), **obj_kv})
+    # None: an option left at its per-objective default (see option_defaults)
+    cfg = obj.config_from({**{k: v for k, v in (values or {}).items() if v is not None}, **obj_kv})
     if frontend and kv.get("frontend", frontend) != frontend:
         raise ConfigError(f"--frontend {frontend} and --encoder-overrides frontend={kv['frontend']} disagree")
     if isinstance(encoder, EncoderConfig):

@@ -260,9 +260,14 @@ class Wav2Vec2FrontEnd(nn.Module):
                 x, lengths = self.feature_extractor(wav, lengths)
         return x, lengths
 
-    def project(self, features: Tensor) -> Tensor:
-        """(B, T, 512) CNN features -> (B, T, out_dim)."""
-        x = self.layer_norm(_norm_input(features, self.layer_norm.weight)).to(features.dtype)
+    def normalized(self, features: Tensor) -> Tensor:
+        """(B, T, 512) CNN features after the LayerNorm (what wav2vec 2.0 quantizes)."""
+        return self.layer_norm(_norm_input(features, self.layer_norm.weight)).to(features.dtype)
+
+    def project(self, features: Tensor, normalized: Optional[Tensor] = None) -> Tensor:
+        """(B, T, 512) CNN features -> (B, T, out_dim); ``normalized``: their
+        :meth:`normalized` when already computed."""
+        x = self.normalized(features) if normalized is None else normalized
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         return self.dropout_input(x)

@@ -29,6 +29,7 @@ from icefall.models import (
     list_objectives,
     load_weights,
     objective_options,
+    option_defaults,
     pretrain_config,
     read_checkpoint,
     write_config_json,
@@ -51,7 +52,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--method", default="hubert", choices=list_objectives(),
                    help="hubert: masked prediction of k-means labels; spidr/dinosr: self-distillation; "
-                        "wavlm: hubert plus utterance mixing (and gated relative position bias)")
+                        "wavlm: hubert plus utterance mixing (and gated relative position bias); "
+                        "wav2vec2: contrastive prediction of quantized features")
     g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), action=StoreGiven,
                    help="named encoder configuration (with --init-ckpt: the checkpoint's)")
     g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], action=StoreGiven,
@@ -64,8 +66,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "'frontend_layer3_channels=32,num_encoder_layers=(1,1,1,1)' (see icefall.nn.configs)")
     for _, f in objective_options():
         kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f.metadata["help"], **kw)
+        defaults = option_defaults(f.name)
+        default, help = f.default, f.metadata["help"]
+        if len(set(defaults.values())) > 1:  # each objective's own unless given
+            default = None
+            help += " (default: " + ", ".join(f"{m} {v}" for m, v in defaults.items()) + ")"
+        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=default, help=help, **kw)
     g.add_argument("--train-split", default="train-unlabeled")
     g.add_argument("--valid-split", default="dev")
 
@@ -136,7 +142,7 @@ def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torc
     info["loss"] = loss.detach().item()
     info["ce_masked"] = stats["loss_m"]
     info["acc_masked"] = stats["correct_m"]  # logged as accuracy: divided by frames
-    for key in ("codebook_ppl", "pred_ppl"):
+    for key in ("codebook_ppl", "pred_ppl", "prob_ppl", "temperature"):
         if key in stats:
             info[key] = stats[key] * n
     for key in ("mixed", "mix_db"):  # WavLM: logged as fraction mixed, mean ratio (MetricsTracker.RATIO_KEYS)
