@@ -50,7 +50,7 @@ def corpus(tmp_path_factory):
     return d, lang
 
 
-@pytest.mark.parametrize("method", ["hubert", "spidr", "dinosr"])
+@pytest.mark.parametrize("method", ["hubert", "spidr", "dinosr", "wav2vec2"])
 def test_pretrain_finetune_decode(corpus, tmp_path, method):
     data, lang = corpus
     pt_dir, ft_dir = tmp_path / "pt", tmp_path / "ft"

@@ -1,5 +1,5 @@
-"""Exact resume of the real models: zipformer-tiny pretrained HuBERT-style and SpidR, stopped at an
-epoch boundary or mid-epoch and resumed, ends bitwise equal (CPU) to the unbroken run: every
+"""Exact resume of the real models: zipformer-tiny pretrained HuBERT-style, SpidR and wav2vec 2.0
+(its temperature schedule included), stopped at an epoch boundary or mid-epoch and resumed, ends bitwise equal (CPU) to the unbroken run: every
 parameter and buffer, the running average, and every optimizer state tensor.
 
 The hidden training state that no ``state_dict`` holds (Whiten's probability, switched inside
@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from icefall.models import get_objective
 from icefall.ssl.pretrain import build_model, compute_loss, get_parser
 from icefall.trainer import Trainer, make_optimizer, set_schedule_count
 from icefall.utils import AttributeDict
 
 NUM_CLASSES = 20
 BATCHES_PER_EPOCH = 4
+METHODS = ["hubert", "spidr", "wav2vec2"]
 
 
 class Stop(Exception):
@@ -44,7 +46,7 @@ def run(exp_dir: Path, method: str, stop_after=None, train=True, **overrides) ->
     args = get_parser(
         encoder="zipformer-tiny", frontend="fbank", encoder_overrides="frontend_layer3_channels=16",
         method=method, num_codebooks=2, codebook_size=16, ema_timescale=20.0,
-        num_classes=NUM_CLASSES, label_rate=100.0, feature_pen_weight=0.0,
+        num_classes=NUM_CLASSES, label_rate=100.0, latent_vars=16, feature_pen_weight=0.0,
         # schedules (whitening limits, skip rates) move fast: each batch counts as 160 "batches"
         ref_duration=1.0, max_duration=160.0, warmup_batches=2, lr_batches=20,
     ).parse_args([])
@@ -61,13 +63,8 @@ def run(exp_dir: Path, method: str, stop_after=None, train=True, **overrides) ->
         set_schedule_count(trainer)
 
     dl = torch.utils.data.DataLoader(make_batches(method == "hubert"), batch_size=None, shuffle=True)
-    after_step = None
-    if method != "hubert":
-        from icefall.ssl.spidr import spidr_after_step
-
-        after_step = spidr_after_step
     trainer = Trainer(params, model, optimizer, scheduler, compute_loss, dl, None,
-                      before_batch=before_batch, after_step=after_step)
+                      before_batch=before_batch, after_step=get_objective(method).after_step)
     try:
         if train:
             trainer.train()
@@ -103,10 +100,10 @@ def assert_same_training_state(a: Trainer, b: Trainer):
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory):
     root = tmp_path_factory.mktemp("unbroken")
-    return {m: run(root / m, m) for m in ("hubert", "spidr")}
+    return {m: run(root / m, m) for m in METHODS}
 
 
-@pytest.mark.parametrize("method", ["hubert", "spidr"])
+@pytest.mark.parametrize("method", METHODS)
 def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path, unbroken, method):
     first = run(tmp_path, method, num_epochs=1)
     # Right after loading, the hidden state is what it was when epoch-1.pt was written.
@@ -116,7 +113,7 @@ def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path, unbroken, method):
     assert_same_training_state(unbroken[method], resumed)
 
 
-@pytest.mark.parametrize("method", ["hubert", "spidr"])
+@pytest.mark.parametrize("method", METHODS)
 def test_resume_mid_epoch_is_bitwise_exact(tmp_path, unbroken, method):
     first = run(tmp_path, method, stop_after=BATCHES_PER_EPOCH + 2)  # killed in epoch 2
     assert (tmp_path / "checkpoint-6.pt").is_file() and not (tmp_path / "epoch-2.pt").exists()

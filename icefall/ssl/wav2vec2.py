@@ -23,7 +23,10 @@ group g's logits (no Gumbel noise, no temperature) averaged over the batch's mas
 number of masked frames, as fairseq's criterion does with its summed loss.
 
 With the fbank front end (no separate CNN output) the quantizer and penalty read the front end's
-output. Parameter names follow fairseq's ``Wav2Vec2Model`` (``quantizer.vars``,
+output, and by default (``target_grad="auto"``) the quantizer's input is detached: trained
+through its own targets, that front end makes every frame's code the same within ~10 steps on
+the mini corpus (a distractor equal to the positive costs nothing, so a collapsed codebook has
+zero contrastive loss), while the CNN front end, as in fairseq, keeps the gradient. Parameter names follow fairseq's ``Wav2Vec2Model`` (``quantizer.vars``,
 ``quantizer.weight_proj``, ``project_q``, ``final_proj``, ``mask_emb``).
 """
 from __future__ import annotations
@@ -63,6 +66,9 @@ class Wav2Vec2Config(_Config):
     diversity_weight: float = _opt(0.1, "wav2vec2: weight of the codebook diversity loss")  # loss_weights[0]
     feature_pen_weight: float = _opt(10.0, "weight of the CNN feature penalty")  # loss_weights[1]
     dropout_features: float = 0.1  # fairseq dropout_features (on the quantizer's input)
+    # Gradient from the quantizer into the front end: "on" (fairseq), "off", or "auto" = on for
+    # the CNN front end, off for the fbank one (see the module docstring).
+    target_grad: str = "auto"
 
 
 # ---------------------------------------------------------------------- quantizer
@@ -205,6 +211,9 @@ class Wav2Vec2Model(nn.Module):
         self.project_q = nn.Linear(latent_dim, cfg.final_dim)
         self.final_proj = nn.Linear(encoder.output_dim, cfg.final_dim)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        if cfg.target_grad not in ("auto", "on", "off"):
+            raise ValueError(f"target_grad must be 'auto', 'on' or 'off', not {cfg.target_grad!r}")
+        self.target_grad = cfg.target_grad == "on" or (cfg.target_grad == "auto" and has_cnn)
 
     def set_num_updates(self, step: int) -> None:
         self.num_updates.fill_(step)
@@ -246,7 +255,8 @@ class Wav2Vec2Model(nn.Module):
         out, _ = self.encoder(torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x), lens)
         if out.shape[1] != T:
             raise ValueError("the encoder must keep the front end's frame rate")
-        q, qstats = self.quantizer(self.dropout_features(normed[mask]), self.temperature)
+        y = normed[mask] if self.target_grad else normed[mask].detach()
+        q, qstats = self.quantizer(self.dropout_features(y), self.temperature)
         targets = self.project_q(q)
         context = self.final_proj(out[mask])
         idx, valid = sample_distractors(mask.sum(1), cfg.num_negatives)
