@@ -8,6 +8,7 @@ checkpoint records, and the one loader of every checkpoint kind the project meet
     model, config = load_model("fairseq:hubert_base_ls960.pt")   # a raw fairseq HuBERT file
     model, config = load_model("icefall:exp/epoch-30.pt")        # an icefall / k2SSL checkpoint
     model, config = load_model("hf-wavlm:wavlm-base-plus/")      # an HF WavLM save_pretrained dir
+    model, config = load_model("hf:wav2vec2-base")               # a Hugging Face save_pretrained dir
     model, config = load_model(path, expect="asr", purpose="decode.py")  # kind checked
 
 ``config`` is a :class:`ModelConfig`: ``kind`` ("pretrain" or "asr"), the typed
@@ -71,6 +72,7 @@ _FOREIGN_READERS: Dict[str, str] = {
     "fairseq": "icefall.ssl.fairseq_import:read_fairseq_model",
     "icefall": "icefall.ssl.icefall_import:read_icefall_model",
     "hf-wavlm": "icefall.ssl.hf_import:read_hf_wavlm",
+    "hf": "icefall.ssl.hf_import:read_hf_model",
 }
 
 KINDS = ("pretrain", "asr")
@@ -418,8 +420,9 @@ def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
     Args:
       spec: one of our checkpoints (``pretrain.py`` of every ``--method``, ``finetune.py``'s
         ``epoch-N.pt``/``checkpoint-B.pt``, ``export.py``'s ``pretrained.pt``, a file of
-        ``hubert/convert_fairseq.py``), or a fairseq HuBERT file (``fairseq:<path>``, or
-        detected).
+        ``hubert/convert_fairseq.py``), a fairseq HuBERT or wav2vec 2.0 file (``fairseq:<path>``,
+        or detected), an icefall one (``icefall:<path>``) or a Hugging Face model directory
+        (``hf:<dir>``: Wav2Vec2Model, Data2VecAudioModel).
       expect: "pretrain" or "asr" to require that kind (:class:`CheckpointKindError`).
       purpose: the entry point, named in errors (e.g. "decode.py").
       averaged: use the running-average weights (``model_avg``) when present.
@@ -431,8 +434,10 @@ def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
     return model.to(device).eval(), config
 
 
-#: Parameters a checkpoint may lack: a fine-tuned fairseq file has no pretraining head.
-_OPTIONAL = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
+#: Parameters a checkpoint may lack: a fine-tuned fairseq file, or a Hugging Face base model, has
+#: no pretraining head (HuBERT's, wav2vec 2.0's).
+_OPTIONAL = ("final_proj.weight", "final_proj.bias", "label_embs_concat", "quantizer.vars",
+             "quantizer.weight_proj.weight", "quantizer.weight_proj.bias", "project_q.weight", "project_q.bias")
 
 
 def load_weights(model: nn.Module, state: Dict[str, Tensor], path: PathLike, config: ModelConfig,

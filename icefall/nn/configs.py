@@ -187,6 +187,7 @@ class TransformerConfig(_Config):
     gated_rel_pos_bias: bool = False  # WavLM relative_position_embedding + gru_rel_pos
     rel_pos_buckets: int = 320  # WavLM num_buckets
     rel_pos_max_distance: int = 800  # WavLM max_distance (HF max_bucket_distance)
+    pos_conv_depth: int = 1  # pos_conv_depth (data2vec: 5 convs with LayerNorm)
 
     def build(self) -> nn.Module:
         return TransformerEncoder(**dataclasses.asdict(self))

@@ -1,8 +1,8 @@
 """wav2vec 2.0 / HuBERT Transformer encoder, batch-first.
 
 Input: projected front-end features (B, T, D).  Pipeline: zero padded frames -> add a
-convolutional positional embedding (weight-normed grouped Conv1d, kernel 128, 16 groups, GELU)
--> [post-norm: LayerNorm] -> dropout -> N layers -> [pre-norm: final LayerNorm].
+convolutional positional embedding (weight-normed grouped Conv1d, kernel 128, 16 groups, GELU;
+data2vec: a stack of ``pos_conv_depth`` convs with LayerNorm) -> [post-norm: LayerNorm] -> dropout -> N layers -> [pre-norm: final LayerNorm].
 
 Layers are post-norm (Base: x = LN(x + MHA(x)); x = LN(x + FFN(x))) or pre-norm (Large:
 x = x + MHA(LN(x)); x = x + FFN(LN(x))).  Layer drop skips whole layers while training.
@@ -39,11 +39,53 @@ class ConvPositionalEmbedding(nn.Module):
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.remove = 1 if kernel_size % 2 == 0 else 0
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pad: Optional[Tensor] = None) -> Tensor:
+        """x (B, T, D) with zeros at padding; ``pad`` unused (one layer sees only x)."""
         y = self.conv(x.transpose(1, 2))
         if self.remove:
             y = y[..., : -self.remove]
         return nn.functional.gelu(y).transpose(1, 2)
+
+
+class _PosConvLayer(nn.Module):
+    """Conv1d (groups, "same" length) -> LayerNorm without parameters -> GELU, on (B, D, T)."""
+
+    def __init__(self, embed_dim: int, kernel_size: int, groups: int):
+        super().__init__()
+        self.conv = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=groups)
+        nn.init.normal_(self.conv.weight, mean=0.0, std=math.sqrt(4.0 / (kernel_size * embed_dim)))
+        nn.init.zeros_(self.conv.bias)
+        self.remove = 1 if kernel_size % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        if self.remove:
+            y = y[..., : -self.remove]
+        y = nn.functional.layer_norm(y.transpose(1, 2), (y.shape[1],)).transpose(1, 2)
+        return nn.functional.gelu(y)
+
+
+class StackedConvPositionalEmbedding(nn.Module):
+    """data2vec's positional embedding (fairseq ``pos_conv_depth`` > 1): ``depth`` layers of
+    grouped Conv1d (kernel ``max(3, width // depth)``) -> parameterless LayerNorm -> GELU.
+
+    Padded frames are zeroed again before each layer, so that a valid frame sees what it sees
+    in an unpadded utterance (fairseq and Hugging Face let the padding leak in after layer 1).
+    """
+
+    def __init__(self, embed_dim: int, width: int = 95, groups: int = 16, depth: int = 5):
+        super().__init__()
+        kernel = max(3, width // depth)
+        self.layers = nn.ModuleList(_PosConvLayer(embed_dim, kernel, groups) for _ in range(depth))
+
+    def forward(self, x: Tensor, pad: Optional[Tensor] = None) -> Tensor:
+        """x (B, T, D) with zeros at padding; pad (B, T, 1) True at padded frames."""
+        y = x.transpose(1, 2)
+        for i, layer in enumerate(self.layers):
+            if i > 0 and pad is not None:
+                y = y.masked_fill(pad.transpose(1, 2), 0.0)
+            y = layer(y)
+        return y.transpose(1, 2)
 
 
 def relative_position_bucket(relative_position: Tensor, num_buckets: int = 320,
@@ -186,6 +228,9 @@ class TransformerEncoder(nn.Module):
       dropout, attention_dropout, activation_dropout: as fairseq.
       layerdrop: probability of skipping each layer while training (same for the whole batch).
       conv_pos, conv_pos_groups: positional convolution kernel and groups (128, 16).
+      pos_conv_depth: 1 for wav2vec 2.0 / HuBERT's weight-normed conv; > 1 for data2vec's stack
+        of that many convs of kernel ``max(3, conv_pos // pos_conv_depth)`` with LayerNorm
+        (:class:`StackedConvPositionalEmbedding`; data2vec: conv_pos 95, depth 5).
       qkv_bias: False removes Q/K/V biases (SpidR).
       gated_rel_pos_bias: WavLM's gated relative position bias (``rel_pos_bias`` embedding with
         ``rel_pos_buckets`` buckets up to ``rel_pos_max_distance`` frames, shared by all layers;
@@ -197,12 +242,15 @@ class TransformerEncoder(nn.Module):
                  attention_dropout: float = 0.1, activation_dropout: float = 0.0,
                  layerdrop: float = 0.05, conv_pos: int = 128, conv_pos_groups: int = 16,
                  qkv_bias: bool = True, gated_rel_pos_bias: bool = False, rel_pos_buckets: int = 320,
-                 rel_pos_max_distance: int = 800):
+                 rel_pos_max_distance: int = 800, pos_conv_depth: int = 1):
         super().__init__()
         self.input_dim = self.output_dim = embed_dim
         self.layer_norm_first = layer_norm_first
         self.layerdrop = layerdrop
-        self.pos_conv = ConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups)
+        if pos_conv_depth == 1:
+            self.pos_conv = ConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups)
+        else:
+            self.pos_conv = StackedConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups, pos_conv_depth)
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.rel_pos_bias = (RelativePositionBias(num_heads, rel_pos_buckets, rel_pos_max_distance)
@@ -241,7 +289,7 @@ class TransformerEncoder(nn.Module):
         pad = make_pad_mask(x_lens, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
         # Zero padding before the positional conv so it sees what an unpadded utterance sees.
         x = x.masked_fill(pad, 0.0)
-        x = x + self.pos_conv(x)
+        x = x + self.pos_conv(x, pad)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)

@@ -1,6 +1,9 @@
 """Load fairseq HuBERT checkpoints (``hubert_base_ls960.pt``, ``hubert_large_ll60k.pt``, and
 fine-tuned ones whose HuBERT sits under ``w2v_encoder.w2v_model.``) into our
-:class:`~icefall.ssl.hubert.HubertModel`, without fairseq or omegaconf installed.
+:class:`~icefall.ssl.hubert.HubertModel`, and wav2vec 2.0 ones (``wav2vec_small.pt``,
+``libri960_big.pt``, fine-tuned ``wav2vec_small_960h.pt``; told apart by the config's model
+name) into our :class:`~icefall.ssl.wav2vec2.Wav2Vec2Model` through :func:`read_fairseq_model`
+(``load_model("fairseq:<path>")``), without fairseq or omegaconf installed.
 
 A fairseq checkpoint is a pickled dict: ``model`` (the state dict) and the configuration, either
 ``cfg`` (a pickled omegaconf ``DictConfig``, or a plain dict in newer fairseq) or ``args`` (an
@@ -38,7 +41,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from icefall.models import ModelConfig, build_model, model_config_of
+from icefall.models import ModelConfig, build_model, get_objective, model_config_of
+from icefall.nn.configs import encoder_config
 from icefall.ssl.hubert import HubertModel
 
 PathLike = Union[str, Path]
@@ -306,9 +310,19 @@ def _fill(template: str, groups: Dict[str, str]) -> str:
     return out.replace("\\.", ".")
 
 
-def _map_key(key: str, src: int, mode: Optional[str] = None) -> Optional[str]:
+#: wav2vec 2.0's pretraining head (its ``final_proj`` is HuBERT's row): the Gumbel quantizer
+#: and the projection of its output.
+_WAV2VEC2_HEAD: List[Tuple[str, str, Optional[str]]] = [
+    (r"quantizer\.vars", r"quantizer\.vars", None),
+    (rf"quantizer\.weight_proj\.{_P}", rf"quantizer\.weight_proj\.{_P}", None),
+    (rf"project_q\.{_P}", rf"project_q\.{_P}", None),
+]
+
+
+def _map_key(key: str, src: int, mode: Optional[str] = None,
+             table: List[Tuple[str, str, Optional[str]]] = _KEY_MAP) -> Optional[str]:
     """Map ``key`` from side ``src`` (0 = fairseq, 1 = ours) to the other; None if unknown."""
-    for row in _KEY_MAP:
+    for row in table:
         if mode is not None and row[2] not in (None, mode):
             continue
         m = re.fullmatch(row[src], key)
@@ -317,27 +331,30 @@ def _map_key(key: str, src: int, mode: Optional[str] = None) -> Optional[str]:
     return None
 
 
-def convert_fairseq_state_dict(state_dict: Dict[str, Tensor], prefix: str = "") -> Dict[str, Tensor]:
-    """fairseq HuBERT state dict -> our HubertModel state dict.
+def convert_fairseq_state_dict(state_dict: Dict[str, Tensor], prefix: str = "",
+                               model_type: str = "hubert") -> Dict[str, Tensor]:
+    """fairseq HuBERT (or wav2vec 2.0) state dict -> our HubertModel (Wav2Vec2Model) state dict.
 
     Args:
       state_dict: fairseq keys (``feature_extractor.conv_layers.0.0.weight``, ...).
       prefix: only keys under it are converted (``"w2v_encoder.w2v_model."`` for fine-tuned
         checkpoints); the others (e.g. the CTC ``w2v_encoder.proj``) are skipped.
+      model_type: "hubert" or "wav2vec2" (adds the quantizer and ``project_q``).
     Raises FairseqCheckpointError for unknown keys under ``prefix`` (e.g. ``target_glu``).
     """
+    table = _KEY_MAP + (_WAV2VEC2_HEAD if model_type == "wav2vec2" else [])
     out: Dict[str, Tensor] = {}
     unknown = []
     for key, value in state_dict.items():
         if not key.startswith(prefix):
             continue
-        ours = _map_key(key[len(prefix):], 0)
+        ours = _map_key(key[len(prefix):], 0, table=table)
         if ours is None:
             unknown.append(key)
         else:
             out[ours] = value
     if unknown:
-        raise FairseqCheckpointError(f"unsupported fairseq HuBERT parameters: {unknown[:8]}")
+        raise FairseqCheckpointError(f"unsupported fairseq {model_type} parameters: {unknown[:8]}")
     return out
 
 
@@ -384,6 +401,39 @@ def _get(d: Dict[str, Any], key: str, default: Any) -> Any:
     return default if value is None or value == "???" else value
 
 
+def _encoder_overrides(m: Dict[str, Any], task: Dict[str, Any]) -> Dict[str, Any]:
+    """Our encoder overrides from a fairseq HuBERT / wav2vec 2.0 model config (``m``) and its
+    task's (waveform normalisation); options we do not implement are NotImplementedError."""
+    for key, ok in (("activation_fn", "gelu"), ("layer_type", "transformer"),
+                    ("pos_conv_depth", 1), ("conv_pos_batch_norm", False), ("target_glu", False)):
+        if _get(m, key, ok) != ok:
+            raise NotImplementedError(f"fairseq option {key}={m[key]!r} is not supported")
+    conv_layers = [tuple(int(v) for v in layer) for layer in
+                   _literal_expr(_get(m, "conv_feature_layers",
+                                      "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"))]
+    return dict(
+        embed_dim=int(_get(m, "encoder_embed_dim", 768)),
+        ffn_dim=int(_get(m, "encoder_ffn_embed_dim", 3072)),
+        num_heads=int(_get(m, "encoder_attention_heads", 12)),
+        num_layers=int(_get(m, "encoder_layers", 12)),
+        layer_norm_first=bool(_get(m, "layer_norm_first", False)),
+        dropout=float(_get(m, "dropout", 0.1)),
+        attention_dropout=float(_get(m, "attention_dropout", 0.1)),
+        activation_dropout=float(_get(m, "activation_dropout", 0.0)),
+        layerdrop=float(_get(m, "encoder_layerdrop", 0.0)),
+        conv_pos=int(_get(m, "conv_pos", 128)),
+        conv_pos_groups=int(_get(m, "conv_pos_groups", 16)),
+        frontend_mode={"default": "group", "layer_norm": "layer"}[_get(m, "extractor_mode", "default")],
+        frontend_conv_bias=bool(_get(m, "conv_bias", False)),
+        frontend_conv_layers=conv_layers,
+        frontend_feature_grad_mult=float(_get(m, "feature_grad_mult", 1.0)),
+        frontend_dropout_input=float(_get(m, "dropout_input", 0.0)),
+        # fairseq normalizes each waveform in the data pipeline (task.normalize); we do it
+        # in the front end.
+        frontend_normalize=bool(_get(task, "normalize", False)),
+    )
+
+
 def hubert_params_from_fairseq(cfg: Dict[str, Any], state_dict: Optional[Dict[str, Tensor]] = None,
                                prefix: str = "") -> Dict[str, Any]:
     """Our model description from a fairseq config (as :func:`read_fairseq_checkpoint` gives).
@@ -399,38 +449,9 @@ def hubert_params_from_fairseq(cfg: Dict[str, Any], state_dict: Optional[Dict[st
                                   "config); load its pretrained checkpoint instead")
     m, task = cfg["model"], cfg.get("task", {}) or {}
     crit = cfg.get("criterion", {}) or {}
-    for key, ok in (("activation_fn", "gelu"), ("layer_type", "transformer"),
-                    ("pos_conv_depth", 1), ("conv_pos_batch_norm", False), ("target_glu", False)):
-        if _get(m, key, ok) != ok:
-            raise NotImplementedError(f"fairseq option {key}={m[key]!r} is not supported")
-
-    embed_dim = int(_get(m, "encoder_embed_dim", 768))
-    conv_layers = [tuple(int(v) for v in layer) for layer in
-                   _literal_expr(_get(m, "conv_feature_layers",
-                                      "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"))]
-    mode = {"default": "group", "layer_norm": "layer"}[_get(m, "extractor_mode", "default")]
-    layer_norm_first = bool(_get(m, "layer_norm_first", False))
-    overrides = dict(
-        embed_dim=embed_dim,
-        ffn_dim=int(_get(m, "encoder_ffn_embed_dim", 3072)),
-        num_heads=int(_get(m, "encoder_attention_heads", 12)),
-        num_layers=int(_get(m, "encoder_layers", 12)),
-        layer_norm_first=layer_norm_first,
-        dropout=float(_get(m, "dropout", 0.1)),
-        attention_dropout=float(_get(m, "attention_dropout", 0.1)),
-        activation_dropout=float(_get(m, "activation_dropout", 0.0)),
-        layerdrop=float(_get(m, "encoder_layerdrop", 0.0)),
-        conv_pos=int(_get(m, "conv_pos", 128)),
-        conv_pos_groups=int(_get(m, "conv_pos_groups", 16)),
-        frontend_mode=mode,
-        frontend_conv_bias=bool(_get(m, "conv_bias", False)),
-        frontend_conv_layers=conv_layers,
-        frontend_feature_grad_mult=float(_get(m, "feature_grad_mult", 1.0)),
-        frontend_dropout_input=float(_get(m, "dropout_input", 0.0)),
-        # fairseq normalizes each waveform in the data pipeline (task.normalize); we do it
-        # in the front end.
-        frontend_normalize=bool(_get(task, "normalize", False)),
-    )
+    overrides = _encoder_overrides(m, task)
+    embed_dim, conv_layers = overrides["embed_dim"], overrides["frontend_conv_layers"]
+    layer_norm_first = overrides["layer_norm_first"]
 
     final_dim = int(_get(m, "final_dim", 0)) or embed_dim
     sample_rate = float(_get(task, "sample_rate", 16000))
@@ -473,11 +494,62 @@ _PRETRAINING_HEAD = ("final_proj.weight", "final_proj.bias", "label_embs_concat"
 _OUR_PARAMS = ("encoder", "encoder_overrides", "hubert_config")
 
 
+def fairseq_model_type(cfg: Dict[str, Any]) -> str:
+    """"wav2vec2" or "hubert": the pretrained model's ``_name`` (``arch`` in old ``args``), the
+    one inside a fine-tuned checkpoint's ``w2v_args``; HuBERT when unnamed."""
+    m = cfg["model"]
+    if isinstance(m.get("w2v_args"), dict):
+        m = m["w2v_args"]["model"]
+    name = str(m.get("_name") or m.get("arch") or "hubert")
+    return "wav2vec2" if name.startswith("wav2vec2") else "hubert"
+
+
+def wav2vec2_config_from_fairseq(cfg: Dict[str, Any], source: str = "") -> ModelConfig:
+    """Our ``wav2vec2`` ModelConfig from a fairseq wav2vec 2.0 config (pretrained, or the
+    ``w2v_args`` of a fine-tuned one); options we do not implement are NotImplementedError."""
+    if isinstance(cfg["model"].get("w2v_args"), dict):
+        cfg = cfg["model"]["w2v_args"]
+    m, task = cfg["model"], cfg.get("task", {}) or {}
+    crit = cfg.get("criterion", {}) or {}
+    for key, ok in (("quantize_targets", True), ("quantize_input", False), ("codebook_negatives", 0),
+                    ("cross_sample_negatives", 0), ("negatives_from_everywhere", False),
+                    ("quantizer_depth", 1), ("combine_groups", False)):
+        if _get(m, key, ok) != ok:
+            raise NotImplementedError(f"fairseq option {key}={m[key]!r} is not supported")
+    overrides = _encoder_overrides(m, task)
+    temp = _get(m, "latent_temp", (2.0, 0.5, 0.999995))
+    temp = _literal_expr(temp) if isinstance(temp, str) else temp
+    weights = _get(crit, "loss_weights", None) or [0.1, 10.0]
+    values = dict(
+        mask_prob=float(_get(m, "mask_prob", 0.65)), mask_length=int(_get(m, "mask_length", 10)),
+        final_dim=int(_get(m, "final_dim", 0)) or overrides["embed_dim"],
+        logit_temp=float(_get(m, "logit_temp", 0.1)),
+        latent_groups=int(_get(m, "latent_groups", 2)), latent_vars=int(_get(m, "latent_vars", 320)),
+        latent_dim=int(_get(m, "latent_dim", 0)), latent_temp=tuple(float(t) for t in temp),
+        num_negatives=int(_get(m, "num_negatives", 100)),
+        diversity_weight=float(weights[0]), feature_pen_weight=float(weights[1]) if len(weights) > 1 else 0.0,
+        dropout_features=float(_get(m, "dropout_features", 0.0)),
+    )
+    enc = encoder_config("hubert-large" if overrides["layer_norm_first"] else "hubert-base", **overrides)
+    return ModelConfig("pretrain", enc, "wav2vec2", get_objective("wav2vec2").config_cls.from_dict(values),
+                       source=source)
+
+
 def read_fairseq_model(path: PathLike) -> Tuple[Dict[str, Tensor], ModelConfig]:
-    """(our HubertModel state dict, its ModelConfig) of a fairseq HuBERT checkpoint: the reader
-    :func:`icefall.models.load_model` uses for ``fairseq:<path>`` and detected fairseq files."""
+    """(our state dict, its ModelConfig) of a fairseq HuBERT or wav2vec 2.0 checkpoint (told
+    apart by :func:`fairseq_model_type`): the reader :func:`icefall.models.load_model` uses for
+    ``fairseq:<path>`` and detected fairseq files."""
     path = Path(path)
     cfg, sd = read_fairseq_checkpoint(path)
+    if fairseq_model_type(cfg) == "wav2vec2":
+        prefix = FINETUNED_PREFIX if any(k.startswith(FINETUNED_PREFIX) for k in sd) else ""
+        try:
+            config = wav2vec2_config_from_fairseq(cfg, source=f"fairseq:{path}")
+            state = convert_fairseq_state_dict(sd, prefix, "wav2vec2")
+        except (FairseqCheckpointError, NotImplementedError, KeyError, ValueError) as e:
+            raise FairseqCheckpointError(f"{path}: {e}") from e
+        state["num_updates"] = torch.zeros((), dtype=torch.long)  # the temperature schedule restarts
+        return state, config
     params, ours = _from_fairseq(cfg, sd, path)
     return ours, model_config_of({"params": dict(params, source=f"fairseq:{path}")}, path)
 
@@ -499,7 +571,10 @@ def load_fairseq_hubert(path: PathLike) -> Tuple[HubertModel, Dict[str, Any]]:
 
 def _from_fairseq(cfg: Dict[str, Any], sd: Dict[str, Tensor],
                   path: Path) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
-    """(our params, our state dict) from a fairseq config and state dict."""
+    """(our params, our state dict) from a fairseq HuBERT config and state dict."""
+    if fairseq_model_type(cfg) == "wav2vec2":
+        raise FairseqCheckpointError(f"{path}: a wav2vec 2.0 checkpoint, not HuBERT: load it with "
+                                     f"icefall.models.load_model('fairseq:{path}')")
     prefix = FINETUNED_PREFIX if any(k.startswith(FINETUNED_PREFIX) for k in sd) else ""
     try:
         return hubert_params_from_fairseq(cfg, sd, prefix), convert_fairseq_state_dict(sd, prefix)
