@@ -204,3 +204,31 @@ def test_hubert_loader_points_wav2vec2_files_to_load_model(tmp_path):
     fairseq_wav2vec2(tmp_path / "w.pt", large=False)
     with pytest.raises(FairseqCheckpointError, match="wav2vec 2.0 checkpoint.*load_model"):
         load_fairseq_hubert(tmp_path / "w.pt")
+
+
+def test_fine_tuning_and_continued_pretraining_start_from_hf(tmp_path):
+    """``--init-ckpt hf:<dir>``: finetune.py's encoder and pretrain.py's wav2vec2 model get the
+    HF weights."""
+    from icefall.asr.finetune import build_asr_model, load_ssl_model
+    from icefall.data.tokenizer import make_char_lang
+    from icefall.ssl.pretrain import init_weights, model_config
+    from icefall.models import build_model
+    from test_models import _finetune_params, _pretrain_params
+
+    hf = wav2vec2(False, transformers.Wav2Vec2ForPreTraining)
+    hf.save_pretrained(tmp_path / "m")
+    spec = f"hf:{tmp_path / 'm'}"
+    ref, ref_config = load_model(spec)
+    params = _finetune_params(make_char_lang(["a b"], tmp_path / "lang"), "--init-ckpt", spec)
+    asr = build_asr_model(params, load_ssl_model(params))
+    for k, v in ref.encoder.state_dict().items():
+        assert torch.equal(asr.encoder.encoder.state_dict()[k], v), k
+    # the objective's options are this run's (as for HuBERT's classes): here the HF head's sizes
+    params = _pretrain_params("wav2vec2", init_ckpt=spec, latent_vars=5, final_dim=8,
+                              encoder_overrides="latent_dim=12")
+    config = model_config(params)
+    assert config.encoder == ref_config.encoder
+    model = build_model(config)
+    init_weights(model, spec, config)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
