@@ -26,7 +26,9 @@ With the fbank front end (no separate CNN output) the quantizer and penalty read
 output, and by default (``target_grad="auto"``) the quantizer's input is detached: trained
 through its own targets, that front end makes every frame's code the same within ~10 steps on
 the mini corpus (a distractor equal to the positive costs nothing, so a collapsed codebook has
-zero contrastive loss), while the CNN front end, as in fairseq, keeps the gradient. Parameter names follow fairseq's ``Wav2Vec2Model`` (``quantizer.vars``,
+zero contrastive loss), while the CNN front end, as in fairseq, keeps the gradient.
+
+Parameter names follow fairseq's ``Wav2Vec2Model`` (``quantizer.vars``,
 ``quantizer.weight_proj``, ``project_q``, ``final_proj``, ``mask_emb``).
 """
 from __future__ import annotations
