@@ -301,3 +301,67 @@ def test_s3prl_upstream_contract(spec, tiny_checkpoint):
         alone = up([wavs[1]])["hidden_states"][0][0]
         n = alone.shape[0]
         torch.testing.assert_close(hidden[0][1, :n], alone)
+
+
+# ------------------------------------------------------------------------------ end to end
+def _with_fbank(cuts, writer, seed):
+    """The cuts with seeded random 80-dim 'fbank' at 100 Hz stored by ``writer``."""
+    from lhotse import Features
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in cuts:
+        n = int(round(c.duration * 100))
+        key = writer.write(c.id, rng.standard_normal((n, 80)).astype(np.float32))
+        out.append(type(c)(c.id, c.start, c.duration, c.channel, supervisions=c.supervisions,
+                           features=Features(type="fbank", num_frames=n, num_features=80, frame_shift=0.01,
+                                             sampling_rate=16000, start=0.0, duration=c.duration,
+                                             storage_type=writer.name, storage_path=str(writer.storage_path),
+                                             storage_key=key, recording_id=c.id)))
+    return out
+
+
+def test_probe_command_end_to_end(tmp_path, corpus):
+    import json
+
+    from lhotse import CutSet
+    from lhotse.features.io import NumpyFilesWriter
+
+    from icefall.probe.train import main
+
+    with NumpyFilesWriter(tmp_path / "feats") as writer:
+        for i, (split, cuts) in enumerate(corpus.items()):
+            CutSet.from_cuts(_with_fbank(cuts, writer, i)).to_file(tmp_path / f"mini_cuts_{split}.jsonl.gz")
+    common = ["--upstream", "fbank", "--manifest-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    sid = main(common + ["--task", "sid", "--exp-dir", str(tmp_path / "exp/sid"), "--num-epochs", "2"])
+    assert sid["metric"] == "acc%" and 0 <= sid["value"] <= 100 and sid["layer_weights"] == [1.0]
+    assert sid["splits"] == {"train": "train-labeled", "test": "dev"} and sid["test_examples"] == 9
+    assert (tmp_path / "cache" / "dev.pt").is_file() and (tmp_path / "exp/sid/epoch-2.pt").is_file()
+    again = main(common + ["--task", "sid", "--exp-dir", str(tmp_path / "exp/sid"), "--num-epochs", "2"])
+    assert again["value"] == sid["value"]  # a finished probe is rescored, not retrained
+    assert json.loads((tmp_path / "exp/sid/results.json").read_text())["value"] == sid["value"]
+    asv = main(common + ["--task", "asv", "--exp-dir", str(tmp_path / "exp/asv"), "--num-epochs", "1"])
+    assert asv["metric"] == "EER%" and len((tmp_path / "exp/asv/trials-test.txt").read_text().splitlines()) == 15
+    qbe = main(common + ["--task", "qbe", "--exp-dir", str(tmp_path / "exp/qbe"), "--max-queries", "3"])
+    assert qbe["metric"] == "MAP%" and qbe["layer"] == 0 and len(qbe["dev_map_per_layer"]) == 1
+    assert -1e9 < qbe["MTWV"] <= 1
+
+
+def test_report_table_and_weights_plot(tmp_path):
+    import json
+
+    from icefall.probe.report import plot_layer_weights, read_results, results_table
+
+    rows = {("hubert", "pr"): {"task": "pr", "value": 40.0, "layer_weights": [0.2, 0.8]},
+            ("fbank", "pr"): {"task": "pr", "value": 75.5, "layer_weights": [1.0]},
+            ("fbank", "asr"): {"task": "asr", "value": 100.0, "CER%": 90.0, "layer_weights": [1.0]}}
+    for (name, task), r in rows.items():
+        (tmp_path / name / task).mkdir(parents=True)
+        (tmp_path / name / task / "results.json").write_text(json.dumps(r))
+    results = read_results(tmp_path)
+    assert list(results) == ["fbank", "hubert"]  # the reference row first
+    assert results_table(results).splitlines() == [
+        "| upstream | PR PER% ↓ | ASR WER% (CER%) ↓ |", "|---|---|---|",
+        "| fbank | 75.50 | 100.00 (90.00) |", "| hubert | 40.00 | - |"]
+    png = plot_layer_weights(results, tmp_path / "w.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

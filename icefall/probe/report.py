@@ -23,7 +23,9 @@ Results = Dict[str, Dict[str, dict]]  # upstream name -> task -> results.json
 def read_results(exp_dir: Path) -> Results:
     """``{upstream: {task: results}}`` of every ``<exp_dir>/<upstream>/<task>/results.json``."""
     out: Results = {}
-    for path in sorted(Path(exp_dir).glob("*/*/results.json")):
+    # fbank (the reference row) first, then the upstreams by name
+    paths = sorted(Path(exp_dir).glob("*/*/results.json"), key=lambda p: (p.parent.parent.name != "fbank", str(p)))
+    for path in paths:
         out.setdefault(path.parent.parent.name, {})[path.parent.name] = json.loads(path.read_text())
     return out
 
@@ -32,12 +34,20 @@ def results_table(results: Results, tasks: Sequence[str] = TASKS) -> str:
     """Markdown: a row per upstream, a column per task (its metric; '-' when not run)."""
     tasks = [t for t in tasks if any(t in r for r in results.values())]
     arrows = {t: "↑" if PROTOCOL[t]["higher"] else "↓" for t in tasks}
-    lines = ["| upstream | " + " | ".join(f"{t.upper()} {PROTOCOL[t]['metric']} {arrows[t]}" for t in tasks) + " |",
+    extra = {"asr": " (CER%)", "qbe": " (MTWV)"}
+    lines = ["| upstream | " + " | ".join(f"{t.upper()} {PROTOCOL[t]['metric']}{extra.get(t, '')} {arrows[t]}"
+                                         for t in tasks) + " |",
              "|---" * (len(tasks) + 1) + "|"]
     for name, by_task in results.items():
-        cells = ["-" if t not in by_task else f"{by_task[t]['value']:.2f}" for t in tasks]
+        cells = ["-" if t not in by_task else _cell(by_task[t]) for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(r: dict) -> str:
+    """The task's metric, with ASR's CER and QbE's MTWV beside it."""
+    second = r.get("CER%") if r["task"] == "asr" else r.get("MTWV") if r["task"] == "qbe" else None
+    return f"{r['value']:.2f}" + ("" if second is None else f" ({second:.2f})")
 
 
 def plot_layer_weights(results: Results, path: Path) -> Path:

@@ -187,10 +187,11 @@ def score_probe(task: Task, model: Probe, features: Dict[str, Tensor], rate: flo
     """The task's metric on its test examples (percentages)."""
     if task.kind == "ctc":
         hyps = [[task.symbols[i] for i in ids] for ids in predict(model, task.test, features, rate)]
-        if task.name == "asr":
-            hyps = ["".join(h).replace(WORD_SEP, " ").split() for h in hyps]
-        key = "PER%" if task.name == "pr" else "WER%"
-        return {key: error_rate([e.ref for e in task.test], hyps)}
+        if task.name == "pr":
+            return {"PER%": error_rate([e.ref for e in task.test], hyps)}
+        words = ["".join(h).replace(WORD_SEP, " ").split() for h in hyps]
+        return {"WER%": error_rate([e.ref for e in task.test], words),
+                "CER%": error_rate([list(WORD_SEP.join(e.ref)) for e in task.test], [list(WORD_SEP.join(w)) for w in words])}
     if task.kind == "class":
         pred = predict(model, task.test, features, rate)
         return {"acc%": 100.0 * float(np.mean([p == e.target for p, e in zip(pred, task.test)]))}
@@ -258,6 +259,14 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     return parser
 
 
+def write_trials(trials: Sequence[Tuple[int, str, str]], path: Path) -> None:
+    """A Kaldi-style trials file: ``<cut a> <cut b> target|nontarget`` per line (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
+    tmp.write_text("".join(f"{a} {b} {'target' if t else 'nontarget'}\n" for t, a, b in trials))
+    os.replace(tmp, path)
+
+
 def load_cuts(manifest_dir: Path, prefix: str, split: str, max_cuts: Optional[int] = None) -> List:
     from lhotse import load_manifest
 
@@ -296,6 +305,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result.update(score_probe(task, model, feats["test"], upstream.frame_rate))
         result["layer_weights"] = model.layer_weights().tolist()
         result.update(head=args.head, epochs=args.num_epochs, lr=args.base_lr, batch_size=args.batch_size)
+        if task.kind != "ctc":
+            result["labels"] = task.symbols
+    if task.trials:
+        write_trials(task.trials, Path(args.exp_dir) / "trials-test.txt")
     result["metric"] = proto["metric"]
     result["value"] = result[proto["metric"]]
     out = Path(args.exp_dir) / "results.json"
