@@ -11,7 +11,6 @@ channels between its stacks, so that one weighted sum covers all of them.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
