@@ -365,3 +365,27 @@ def test_report_table_and_weights_plot(tmp_path):
         "| fbank | 75.50 | 100.00 (90.00) |", "| hubert | 40.00 | - |"]
     png = plot_layer_weights(results, tmp_path / "w.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_feature_cache_is_reused_only_for_the_same_upstream_and_cuts(tmp_path, corpus):
+    from lhotse.features.io import NumpyFilesWriter
+
+    from icefall.probe.upstream import Upstream, load_upstream, split_features
+
+    with NumpyFilesWriter(tmp_path / "feats") as writer:
+        cuts = _with_fbank(corpus["dev"][:3], writer, 0)
+    cache = tmp_path / "cache" / "dev.pt"
+    feats = split_features(load_upstream("fbank"), cuts, cache)
+    assert set(feats) == {c.id for c in cuts} and feats[cuts[0].id].shape == (1, cuts[0].features.num_frames, 80)
+    torch.testing.assert_close(feats[cuts[1].id][0], torch.as_tensor(cuts[1].load_features()))
+    stored = torch.load(cache, weights_only=True)
+    assert stored["upstream"] == "fbank" and stored["ids"] == [c.id for c in cuts]
+    assert not list(cache.parent.glob(".tmp*"))  # written atomically
+    stamp = cache.stat().st_mtime_ns
+    split_features(load_upstream("fbank"), cuts, cache)
+    assert cache.stat().st_mtime_ns == stamp  # reused
+    other = Upstream("other-fbank")
+    split_features(other, cuts[:2], cache)  # another upstream / other cuts: recomputed
+    assert torch.load(cache, weights_only=True)["upstream"] == "other-fbank"
+    with pytest.raises(FileNotFoundError, match="no-such.pt"):
+        load_upstream(str(tmp_path / "no-such.pt"))
