@@ -64,6 +64,7 @@ def plot_layer_weights(results: Results, path: Path) -> Path:
         for task, r in by_task.items():
             if len(r.get("layer_weights", [])) > 1:
                 ax.plot(range(len(r["layer_weights"])), r["layer_weights"], marker="o", label=task)
+        ax.set_xticks(range(max(len(r.get("layer_weights", [])) for r in by_task.values())))
         ax.set_title(name)
         ax.set_xlabel("layer (0 = front end)")
         ax.set_ylabel("softmax weight")
