@@ -32,10 +32,7 @@ Training loop: ``loss, stats = model(source, lens)`` then, after each optimizer 
 """
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -46,45 +43,22 @@ import torch.nn.functional as F
 from icefall.models import Objective, build_model, pretrain_config
 from icefall.nn.configs import EncoderConfig, _Config
 from icefall.nn.masking import compute_mask
-from icefall.nn.transformer import TransformerEncoder
+from icefall.ssl.ema import (
+    EmaTeacherModel,
+    ema_after_step,
+    exponential_decay,
+    layer_dims,
+    layer_outputs,
+    linear_decay,
+    masked_instance_norm,
+    resolve_tap,
+)
 from icefall.utils import make_pad_mask
 
 
-# ---------------------------------------------------------------------- teacher decay schedules
-def spidr_teacher_decay(step: int, beta0: float = 0.999, timescale: float = 10000.0) -> float:
-    """SpidR: ``beta_t = 1 - (1 - beta0) exp(-t / T)`` (rises smoothly from beta0 towards 1)."""
-    return 1.0 - (1.0 - beta0) * math.exp(-step / timescale)
-
-
-def dinosr_teacher_decay(
-    step: int,
-    beta0: float = 0.999,
-    beta_end: float = 0.9999,
-    anneal_end_step: int = 30000,
-    freeze_step: Optional[int] = 200000,
-) -> float:
-    """DinoSR (data2vec): linear from beta0 to beta_end over ``anneal_end_step`` steps, then
-    constant; 1.0 (teacher frozen) from ``freeze_step`` on."""
-    if freeze_step is not None and step >= freeze_step:
-        return 1.0
-    if step >= anneal_end_step:
-        return beta_end
-    return beta0 + (beta_end - beta0) * step / anneal_end_step
-
-
-# ---------------------------------------------------------------------- helpers
-def masked_instance_norm(x: torch.Tensor, lens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Normalise each channel of each utterance over its valid frames (zero mean, unit variance,
-    biased variance as ``F.instance_norm``), in float32.
-
-    Args: x (B, T, D), lens (B,).  Returns (B, T, D) float32, zero at padded frames.
-    """
-    valid = (~make_pad_mask(lens, x.shape[1])).unsqueeze(-1).float()  # (B, T, 1)
-    n = valid.sum(1, keepdim=True).clamp(min=1.0)
-    x = x.float() * valid
-    mean = x.sum(1, keepdim=True) / n
-    var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / n
-    return (x - mean) * torch.rsqrt(var + eps) * valid
+# The schedules under their method names (the shared EMA teacher lives in icefall.ssl.ema).
+spidr_teacher_decay = exponential_decay
+dinosr_teacher_decay = linear_decay
 
 
 def perplexity(p: torch.Tensor) -> float:
@@ -92,44 +66,6 @@ def perplexity(p: torch.Tensor) -> float:
     classes are used equally, 1 when a single one is used."""
     mean = p.float().mean(0)
     return float(torch.exp2(-(mean * torch.log2(mean + 1e-12)).sum()))
-
-
-def layer_outputs(
-    encoder: nn.Module, x: torch.Tensor, lens: torch.Tensor, tap: str
-) -> Tuple[torch.Tensor, torch.Tensor, List[Optional[torch.Tensor]]]:
-    """Run ``encoder`` and return ``(out, out_lens, per-layer outputs)``.
-
-    ``tap="block"``: the encoder's hidden list.  ``tap="ffn"`` (Transformer): each layer's
-    feed-forward output (``fc2``) before dropout, residual and LayerNorm, captured by forward
-    hooks; None for a layer skipped by layer drop.
-    """
-    if tap == "block":
-        return encoder(x, lens, return_hidden=True)
-    captured: Dict[int, torch.Tensor] = {}
-
-    def keep(i: int, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        captured[i] = output
-
-    hooks = [layer.fc2.register_forward_hook(partial(keep, i)) for i, layer in enumerate(encoder.layers)]
-    try:
-        out, out_lens = encoder(x, lens)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, out_lens, [captured.get(i) for i in range(len(encoder.layers))]
-
-
-@torch.no_grad()
-def _layer_dims(encoder: nn.Module, in_dim: int, tap: str) -> List[int]:
-    """Width of each layer output, from one short dummy forward pass in eval mode."""
-    was_training = encoder.training
-    encoder.eval()
-    T = 64
-    device = next(encoder.parameters()).device
-    x, lens = torch.zeros(1, T, in_dim, device=device), torch.tensor([T], device=device)
-    _, _, hidden = layer_outputs(encoder, x, lens, tap)
-    encoder.train(was_training)
-    return [h.shape[-1] for h in hidden]
 
 
 # ---------------------------------------------------------------------- codebook
@@ -224,7 +160,7 @@ class SpidrConfig(_Config):
     freeze_frontend_step: Optional[int] = None  # stop training the front end (Table 5: 200k)
 
 
-class SpidrModel(nn.Module):
+class SpidrModel(EmaTeacherModel):
     """SpidR / DinoSR self-distillation over any front end and encoder.
 
     Args:
@@ -243,11 +179,7 @@ class SpidrModel(nn.Module):
         super().__init__()
         if cfg.variant not in ("spidr", "dinosr"):
             raise ValueError(f"variant must be 'spidr' or 'dinosr', not {cfg.variant!r}")
-        tap = cfg.layer_tap
-        if tap == "auto":
-            tap = "ffn" if isinstance(encoder, TransformerEncoder) else "block"
-        if tap not in ("ffn", "block"):
-            raise ValueError(f"layer_tap must be 'ffn', 'block' or 'auto', not {cfg.layer_tap!r}")
+        tap = resolve_tap(cfg.layer_tap, encoder)
         schedule = cfg.teacher_schedule
         if schedule == "auto":
             schedule = "exp" if cfg.variant == "spidr" else "linear"
@@ -262,7 +194,7 @@ class SpidrModel(nn.Module):
         self.encoder = encoder
         self.mask_emb = nn.Parameter(torch.empty(frontend.output_dim).uniform_())
 
-        dims = _layer_dims(encoder, frontend.output_dim, tap)
+        dims = layer_dims(encoder, frontend.output_dim, tap)
         L, K = len(dims), cfg.num_codebooks
         if not 1 <= K <= L:
             raise ValueError(f"num_codebooks={K} must be in [1, {L}] (the encoder's layers)")
@@ -274,14 +206,7 @@ class SpidrModel(nn.Module):
         self.codebooks = nn.ModuleList(
             Codebook(d, cfg.codebook_size, cfg.codebook_decay) for d in target_dims
         )
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-        self.teacher = copy.deepcopy(encoder)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        names = [n for n, _ in self.teacher.named_parameters()]
-        #: teacher parameter names copied from the student instead of averaged
-        self.copied_params = [n for n in names if n.startswith(tuple(cfg.ema_copy_params))]
+        self.init_teacher(cfg.ema_copy_params)  # num_updates, teacher, copied_params
 
         if cfg.variant == "spidr" and tap == "ffn":
             # Nothing after the last feed-forward output reaches a head; freeze it so that every
@@ -289,12 +214,7 @@ class SpidrModel(nn.Module):
             last = encoder.layer_norm if encoder.layer_norm_first else encoder.layers[-1].final_layer_norm
             last.requires_grad_(False)
 
-    # ------------------------------------------------------------------ mode / schedule
-    def train(self, mode: bool = True) -> "SpidrModel":
-        super().train(mode)
-        self.teacher.eval()  # the teacher never uses dropout or layer drop
-        return self
-
+    # ------------------------------------------------------------------ schedule
     def teacher_decay(self, step: int) -> float:
         """beta_t of the configured schedule."""
         c = self.cfg
@@ -312,24 +232,11 @@ class SpidrModel(nn.Module):
     @torch.no_grad()
     def update_teacher(self, step: int) -> float:
         """After optimizer step ``step`` (1-based): codebook EMA with the statistics gathered
-        since the last call, then ``teacher <- beta_t teacher + (1 - beta_t) student``
-        (``copied_params`` and buffers copied).  Every rank must call it.  Returns beta_t."""
+        since the last call, then the teacher EMA (:meth:`EmaTeacherModel.update_teacher`:
+        ``copied_params`` and buffers copied).  Every rank must call it.  Returns beta_t."""
         for codebook in self.codebooks:
             codebook.update()
-        self.num_updates.fill_(step)
-        beta = self.teacher_decay(step)
-        if beta >= 1.0:
-            return beta  # frozen teacher
-        copied = set(self.copied_params)
-        student = dict(self.encoder.named_parameters())
-        for name, p in self.teacher.named_parameters():
-            if name in copied:
-                p.copy_(student[name])
-            else:
-                p.lerp_(student[name].to(p.dtype), 1.0 - beta)
-        for t, s in zip(self.teacher.buffers(), self.encoder.buffers()):
-            t.copy_(s)
-        return beta
+        return super().update_teacher(step)
 
     # ------------------------------------------------------------------ pieces of forward
     def _frontend(self, source: torch.Tensor, source_lens: torch.Tensor):
@@ -491,13 +398,8 @@ def _build_spidr_model(speech: nn.Module, cfg: SpidrConfig) -> SpidrModel:
     return SpidrModel(speech.frontend, speech.encoder, cfg)
 
 
-def spidr_after_step(trainer: Any) -> None:
-    """``Trainer(after_step=...)`` callback: codebook and teacher updates after each optimizer
-    step (step = optimizer steps so far, ``batch_idx_train // accum_grad``)."""
-    model = trainer.model
-    model = getattr(model, "module", model)  # unwrap DDP
-    p = trainer.params
-    model.update_teacher(p.batch_idx_train // p.get("accum_grad", 1))
+#: ``Trainer(after_step=...)`` callback: codebook and teacher updates after each optimizer step.
+spidr_after_step = ema_after_step
 
 
 #: The ``--method spidr`` and ``--method dinosr`` registrations (icefall.models.OBJECTIVES).
