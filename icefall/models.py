@@ -60,6 +60,8 @@ OBJECTIVES: Dict[str, str] = {
     "dinosr": "icefall.ssl.spidr:DINOSR",
     "wavlm": "icefall.ssl.wavlm:WAVLM",
     "wav2vec2": "icefall.ssl.wav2vec2:WAV2VEC2",
+    "data2vec": "icefall.ssl.data2vec:DATA2VEC",
+    "byol": "icefall.ssl.byol:BYOL",
 }
 
 #: Builders of the fine-tuned models of each kind other than "pretrain" (``build(config)``), and

@@ -50,13 +50,17 @@ def corpus(tmp_path_factory):
     return d, lang
 
 
-@pytest.mark.parametrize("method", ["hubert", "spidr", "dinosr", "wav2vec2"])
+#: Per-method options after COMMON's (the last --encoder-overrides wins): BYOL-S's heads small.
+EXTRA = {"byol": ["--encoder-overrides", "frontend_layer3_channels=32,projector_hidden_dim=64,projector_dim=16"]}
+
+
+@pytest.mark.parametrize("method", ["hubert", "spidr", "dinosr", "wav2vec2", "data2vec", "byol"])
 def test_pretrain_finetune_decode(corpus, tmp_path, method):
     data, lang = corpus
     pt_dir, ft_dir = tmp_path / "pt", tmp_path / "ft"
     pretrain.main(pretrain.get_parser().parse_args(COMMON + [
         "--manifest-dir", str(data), "--exp-dir", str(pt_dir), "--method", method, "--num-classes", "10",
-        "--num-codebooks", "2", "--codebook-size", "16", "--ema-timescale", "5"]))
+        "--num-codebooks", "2", "--codebook-size", "16", "--ema-timescale", "5"] + EXTRA.get(method, [])))
     ckpt = load_file(pt_dir / "epoch-1.pt")
     assert ckpt["params"]["batch_idx_train"] >= 2  # a few updates
     written = ModelConfig.from_dict(json.loads((pt_dir / "config.json").read_text())["model"])

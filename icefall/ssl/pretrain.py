@@ -1,6 +1,7 @@
 """SSL pretraining shared by every recipe's ``pretrain.py``: HuBERT-style masked prediction of
-k-means labels (k2SSL, ``--method hubert``; WavLM's utterance mixing on top, ``--method wavlm``)
-or self-distillation (``--method spidr|dinosr``).
+k-means labels (k2SSL, ``--method hubert``; WavLM's utterance mixing on top, ``--method wavlm``),
+self-distillation (``--method spidr|dinosr``), masked regression of teacher layers
+(``--method data2vec``) or utterance-level bootstrap (``--method byol``).
 
 A recipe script builds a parser with ``get_parser(**recipe_defaults)`` and calls ``main(args)``.
 Data: lhotse cuts ``<manifest-dir>/<prefix>_cuts_<split>.jsonl.gz``; for HuBERT their
@@ -53,7 +54,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="hubert", choices=list_objectives(),
                    help="hubert: masked prediction of k-means labels; spidr/dinosr: self-distillation; "
                         "wavlm: hubert plus utterance mixing (and gated relative position bias); "
-                        "wav2vec2: contrastive prediction of quantized features")
+                        "wav2vec2: contrastive prediction of quantized features; "
+                        "data2vec: masked regression of teacher layers; byol: utterance-level bootstrap (BYOL-S)")
     g.add_argument("--encoder", default="zipformer-ssl-base", choices=list_encoders(), action=StoreGiven,
                    help="named encoder configuration (with --init-ckpt: the checkpoint's)")
     g.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"], action=StoreGiven,
@@ -79,7 +81,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def get_parser(**defaults) -> argparse.ArgumentParser:
     """Parser with every option; ``defaults`` are the recipe's own (e.g. ``encoder=...``)."""
     return training_parser(
-        "Self-supervised pretraining: HuBERT-style masked prediction (k2SSL), SpidR or DinoSR",
+        "Self-supervised pretraining: HuBERT-style masked prediction (k2SSL), SpidR, DinoSR, data2vec or BYOL-S",
         add_model_arguments, **defaults,
     )
 
@@ -119,16 +121,18 @@ def init_weights(model: nn.Module, spec: str, config: ModelConfig) -> None:
 
 
 def build_model(params: AttributeDict) -> nn.Module:
-    """The model of the run's options: HubertModel, or SpidrModel for spidr/dinosr."""
+    """The model of the run's options (the ``--method`` objective's model)."""
     return build_from_config(model_config(params))
 
 
 def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torch.Tensor, MetricsTracker]:
-    """Loss of one SslDataset batch; ``frames`` = masked frames scored.
+    """Loss of one SslDataset batch; ``frames`` = the objective's ``count_m`` (masked frames
+    scored; utterances for BYOL).
 
-    Labels are passed only when the batch has them (HuBERT, WavLM); SpidR/DinoSR make their own
-    targets. Per-batch perplexities are stored times the frame count, so that the tracker's
-    division by frames gives their frame-weighted mean; WavLM's mixing counts as they are.
+    Labels are passed only when the batch has them (HuBERT, WavLM); the other objectives make
+    their own targets. Per-batch statistics (perplexities, collapse indicators) are stored times
+    the frame count, so that the tracker's division by frames gives their frame-weighted mean;
+    WavLM's mixing counts as they are.
     """
     device = next(model.parameters()).device
     inputs = [batch["inputs"].to(device), batch["lengths"].to(device)]
@@ -140,9 +144,10 @@ def compute_loss(model: nn.Module, batch: Dict, is_training: bool) -> Tuple[torc
     info = MetricsTracker()
     info["frames"] = n
     info["loss"] = loss.detach().item()
-    info["ce_masked"] = stats["loss_m"]
-    info["acc_masked"] = stats["correct_m"]  # logged as accuracy: divided by frames
-    for key in ("codebook_ppl", "pred_ppl", "prob_ppl", "temperature"):
+    if "correct_m" in stats:  # classification objectives (the regression ones log their loss only)
+        info["ce_masked"] = stats["loss_m"]
+        info["acc_masked"] = stats["correct_m"]  # logged as accuracy: divided by frames
+    for key in ("codebook_ppl", "pred_ppl", "prob_ppl", "temperature", "pred_std", "target_std"):
         if key in stats:
             info[key] = stats[key] * n
     for key in ("mixed", "mix_db"):  # WavLM: logged as fraction mixed, mean ratio (MetricsTracker.RATIO_KEYS)
