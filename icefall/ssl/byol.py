@@ -117,13 +117,13 @@ def augment(view: torch.Tensor, lens: torch.Tensor, cfg: ByolConfig) -> torch.Te
         fill = 0.0
     t = torch.arange(T, device=view.device)
     width = (torch.rand(B) * (round(cfg.time_mask_seconds * rate) + 1)).long().to(view.device)
-    start = (torch.rand(B, device=view.device) * (lens - width).clamp(min=0).add(1)).long()
+    start = (torch.rand(B).to(view.device) * (lens - width).clamp(min=0).add(1)).long()
     tmask = (t[None] >= start[:, None]) & (t[None] < (start + width)[:, None])
     view = torch.where(tmask.view(B, T, *([1] * (view.dim() - 2))), fill, view)
     if fbank and cfg.freq_mask_bins > 0:
         Fdim = view.shape[2]
         fw = (torch.rand(B) * (cfg.freq_mask_bins + 1)).long().clamp(max=Fdim).to(view.device)
-        fs = (torch.rand(B, device=view.device) * (Fdim - fw + 1)).long()
+        fs = (torch.rand(B).to(view.device) * (Fdim - fw + 1)).long()
         f = torch.arange(Fdim, device=view.device)
         fmask = (f[None] >= fs[:, None]) & (f[None] < (fs + fw)[:, None])
         view = torch.where(fmask[:, None, :], fill, view)
@@ -132,7 +132,8 @@ def augment(view: torch.Tensor, lens: torch.Tensor, cfg: ByolConfig) -> torch.Te
 
 def make_views(source: torch.Tensor, lens: torch.Tensor, cfg: ByolConfig) -> Tuple[torch.Tensor, torch.Tensor]:
     """One augmented view per utterance: :func:`random_crop` of ``view_seconds`` then
-    :func:`augment`. source (B, T, F) fbank or (B, N) waveform."""
+    :func:`augment`. source (B, T, F) fbank or (B, N) waveform. Every draw comes from torch's
+    CPU generator (whose state checkpoints restore: resume is exact on any device)."""
     rate = FBANK_RATE if source.dim() == 3 else WAVE_RATE
     view, view_lens = random_crop(source, lens, round(cfg.view_seconds * rate))
     return augment(view, view_lens, cfg), view_lens

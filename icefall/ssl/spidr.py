@@ -26,9 +26,12 @@ A "layer output" (``layer_tap``) is, for the Transformer, the feed-forward outpu
 residual and LayerNorm (``ffn``, as in data2vec/DinoSR/SpidR); for any other encoder (Zipformer)
 it is the entry of the encoder's hidden list (``block``), whose widths may differ per layer.
 
+The teacher, its schedules and its update are :class:`icefall.ssl.ema.EmaTeacherModel`'s (shared
+with data2vec and BYOL-S); this module adds the codebooks and heads.
+
 Training loop: ``loss, stats = model(source, lens)`` then, after each optimizer step,
 ``model.update_teacher(step)`` (codebooks, then teacher); with the shared Trainer pass
-``after_step=spidr_after_step``.
+``after_step=spidr_after_step`` (= :func:`icefall.ssl.ema.ema_after_step`).
 """
 from __future__ import annotations
 
