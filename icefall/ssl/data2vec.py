@@ -61,10 +61,8 @@ class Data2vecConfig(_Config):
     layer_tap: str = "auto"  # "ffn" | "block" | "auto" (ffn for the Transformer, else block)
     loss_beta: float = _opt(0.0, "data2vec: smooth-L1 beta (0: squared error)")  # fairseq loss_beta
     loss_scale: Optional[float] = None  # None: 1/sqrt(target dim) (fairseq loss_scale)
-    # --mask-prob / --mask-length are shared by the masked objectives (one default for all, 0.8);
-    # the data2vec paper masks with 0.65: pass --mask-prob 0.65 for it.
-    mask_prob: float = 0.8
-    mask_length: int = 10
+    mask_prob: float = _opt(0.65, "fraction of frames that start a masked span")  # fairseq mask_prob
+    mask_length: int = _opt(10, "masked span length (frames)")  # fairseq mask_length
     min_masks: int = 2
     ema_start_decay: float = 0.999  # fairseq ema_decay
     ema_end_decay: float = 0.9999  # fairseq ema_end_decay
