@@ -24,7 +24,7 @@ import multiprocessing
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -97,13 +97,24 @@ class UttResult:
     redraws: int  # sentences espeak could not align, replaced by a new draw
 
 
+MAX_ATTEMPTS = 20  # sentences drawn for one utterance before giving up
+
+
+def utterance_text(spec: UttSpec, attempt: int) -> Tuple[str, random.Random]:
+    """The sentence of ``spec``'s ``attempt``-th draw, and the rng that goes on to draw its
+    silences and augmentation. Every text a split can hold is one of its specs' attempts
+    (``icefall.slm.benchmarks`` uses this to keep training sentences out of test sets)."""
+    rng = random.Random(f"{spec.seed}-{spec.id}-{attempt}")
+    text = generate_sentence(rng, spec.speaker.lang)
+    while len(text.split()) > spec.max_words:
+        text = generate_sentence(rng, spec.speaker.lang)
+    return text, rng
+
+
 def make_utterance(spec: UttSpec) -> Tuple[str, Utterance, int]:
     """Deterministic text + audio for ``spec``: (text, utterance, number of redraws)."""
-    for attempt in range(20):
-        rng = random.Random(f"{spec.seed}-{spec.id}-{attempt}")
-        text = generate_sentence(rng, spec.speaker.lang)
-        while len(text.split()) > spec.max_words:
-            text = generate_sentence(rng, spec.speaker.lang)
+    for attempt in range(MAX_ATTEMPTS):
+        text, rng = utterance_text(spec, attempt)
         try:
             utt = synthesize(text, spec.speaker, lead_silence=rng.uniform(0.05, 0.3),
                              trail_silence=rng.uniform(0.05, 0.3))
@@ -115,7 +126,7 @@ def make_utterance(spec: UttSpec) -> Tuple[str, Utterance, int]:
             utt.audio = augment(utt.audio, np.random.default_rng(rng.getrandbits(63)),
                                 spec.augment)
         return text, utt, attempt
-    raise SynthesisError(f"{spec.id}: 20 sentences in a row failed to align")
+    raise SynthesisError(f"{spec.id}: {MAX_ATTEMPTS} sentences in a row failed to align")
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:
@@ -141,8 +152,10 @@ def _synth_shard(jobs: List[Tuple[UttSpec, str]]) -> List[UttResult]:
     return [_synth_to_file(job) for job in jobs]
 
 
-def _synth_all(jobs: Sequence[Tuple[UttSpec, str]], num_workers: int) -> List[UttResult]:
-    """Synthesizes ``jobs`` in order, in shards of SHARD_SIZE, each in a new process.
+def _synth_all(jobs: Sequence, num_workers: int, shard_fn: Callable[[list], list] = _synth_shard) -> list:
+    """Synthesizes ``jobs`` in order, in shards of SHARD_SIZE, each in a new process:
+    ``shard_fn(list of jobs) -> list of results`` (a module-level function; default: ``(UttSpec,
+    path)`` jobs -> ``UttResult``s).
 
     espeak-ng carries state from one utterance to the next (the output of a text shifts by a
     few samples with what was spoken before) and cannot be re-initialised in a process. So
@@ -153,7 +166,7 @@ def _synth_all(jobs: Sequence[Tuple[UttSpec, str]], num_workers: int) -> List[Ut
     ctx.set_forkserver_preload(["icefall.data.synth"])
     shards = [list(jobs[i: i + SHARD_SIZE]) for i in range(0, len(jobs), SHARD_SIZE)]
     with ctx.Pool(max(1, num_workers), maxtasksperchild=1) as pool:
-        return [r for shard in pool.imap(_synth_shard, shards, chunksize=1) for r in shard]
+        return [r for shard in pool.imap(shard_fn, shards, chunksize=1) for r in shard]
 
 
 def plan_corpus(size: str = "full", lang: str = "en", seed: int = 0,
