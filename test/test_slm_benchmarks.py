@@ -104,8 +104,10 @@ def test_build_writes_deterministic_audio(tmp_path):
     outs = [build_benchmarks(tmp_path / f"b{k}", num_pairs=2, num_workers=k + 1, exclude=set()) for k in range(2)]
     pairs = read_pairs(outs[0])
     assert pairs == read_pairs(outs[1]) and len(pairs) == 6
-    cuts = load_manifest(tmp_path / "b0" / "benchmark_cuts.jsonl.gz")
-    assert sorted(cuts.ids) == sorted(p.member_id(m) for p in pairs for m in ("good", "bad"))
+    recs = load_manifest(tmp_path / "b0" / "mini_recordings_bench.jsonl.gz")
+    sups = load_manifest(tmp_path / "b0" / "mini_supervisions_bench.jsonl.gz")
+    assert sorted(recs.ids) == sorted(p.member_id(m) for p in pairs for m in ("good", "bad"))
+    assert {s.id: s.text for s in sups}[pairs[-1].member_id("bad")] == pairs[-1].prefix + " " + pairs[-1].bad
     for p in pairs:
         a = {m: sf.read(tmp_path / "b0" / "audio" / p.task / f"{p.member_id(m)}.flac")[0] for m in ("good", "bad")}
         b = sf.read(tmp_path / "b1" / "audio" / p.task / f"{p.id}-good.flac")[0]

@@ -35,7 +35,11 @@ Layout written by :func:`build_benchmarks`::
 
     out_dir/pairs.jsonl                 one pair per line (see :class:`Pair`)
     out_dir/audio/<task>/<pair id>-{good,bad}.flac
-    out_dir/benchmark_cuts.jsonl.gz     a lhotse CutSet of every member (cut id <pair id>-good|bad)
+    out_dir/mini_recordings_bench.jsonl.gz, mini_supervisions_bench.jsonl.gz
+                                        every member (id <pair id>-good|bad) as a corpus split
+                                        "bench": ``compute_fbank_split`` then the unit
+                                        extractors (``icefall.ssl.labels``, ``extract_units.py``)
+                                        treat it like dev or test
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ TASKS = ("lexical", "syntactic", "story")
 SYNTAX_PHENOMENA = ("subject_verb_agreement", "determiner_noun_agreement", "word_order",
                     "argument_structure")
 MEMBERS = ("good", "bad")
+SPLIT = "bench"  # manifests: mini_{recordings,supervisions}_bench.jsonl.gz, as a corpus split
 EDGE_SILENCE = 0.1  # seconds before and after each spoken member
 STORY_GAP = 0.4  # seconds of silence between the first sentence and the continuation
 
@@ -365,9 +370,9 @@ def build_benchmarks(out_dir: Path, num_pairs: int = 300, seed: int = 0, num_wor
                      tasks: Sequence[str] = TASKS, exclude: Optional[Set[str]] = None) -> Path:
     """Texts, audio and manifests of the benchmarks (layout: module docstring); returns the
     path of ``pairs.jsonl``. Written atomically: ``pairs.jsonl`` appears last."""
-    from lhotse import AudioSource, CutSet, Recording
+    from lhotse import AudioSource, Recording, SupervisionSegment
 
-    from icefall.data.corpus import _synth_all, make_speakers
+    from icefall.data.corpus import _synth_all, _write_jsonl_gz, make_speakers, manifest_paths
     from icefall.utils import atomic_write_path
 
     out_dir = Path(out_dir)
@@ -378,16 +383,17 @@ def build_benchmarks(out_dir: Path, num_pairs: int = 300, seed: int = 0, num_wor
     paths = {(p.id, m): out_dir / "audio" / p.task / f"{p.member_id(m)}.flac" for p in pairs for m in MEMBERS}
     jobs = [(p, by_id[p.speaker], str(paths[p.id, "good"]), str(paths[p.id, "bad"])) for p in pairs]
     counts = _synth_all(jobs, num_workers, shard_fn=_synth_pairs)
-    recordings = []
+    recs, sups = [], []
     for p, n in zip(pairs, counts):
         for m, num in zip(MEMBERS, n):
-            recordings.append(Recording(
-                id=p.member_id(m), sampling_rate=SAMPLE_RATE, num_samples=num, duration=num / SAMPLE_RATE,
-                sources=[AudioSource(type="file", channels=[0], source=str(paths[p.id, m]))]))
-    cuts_path = out_dir / "benchmark_cuts.jsonl.gz"
-    tmp = atomic_write_path(cuts_path)
-    CutSet.from_cuts(r.to_cut() for r in recordings).to_file(tmp)  # cut id = member id
-    tmp.replace(cuts_path)
+            i, duration = p.member_id(m), num / SAMPLE_RATE
+            recs.append(Recording(id=i, sampling_rate=SAMPLE_RATE, num_samples=num, duration=duration, sources=[
+                AudioSource(type="file", channels=[0], source=str(paths[p.id, m]))]).to_dict())
+            sups.append(SupervisionSegment(id=i, recording_id=i, start=0.0, duration=duration, channel=0,
+                                           text=p.text(m), speaker=p.speaker, language="en").to_dict())
+    manifests = manifest_paths(out_dir, SPLIT)
+    _write_jsonl_gz(recs, manifests["recordings"])
+    _write_jsonl_gz(sups, manifests["supervisions"])
     pairs_path = out_dir / "pairs.jsonl"
     tmp = atomic_write_path(pairs_path)
     tmp.write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs), encoding="utf-8")
