@@ -85,3 +85,24 @@ def write_codebook_units(
         return u[0, : int(out_lens[0])].cpu()
 
     return write_kmeans_labels(cuts, _UnitsAreLabels, units, out_path, key=key)
+
+
+def write_unit_text(cuts_path: Union[str, Path], key: str, out_path: Union[str, Path],
+                    dedup: bool = True) -> int:
+    """``<cut id> <units>`` lines from ``cut.custom[key]`` (repeats collapsed when ``dedup``),
+    the input of the unit LM (``icefall.slm``); written atomically. Returns the line count."""
+    from lhotse import load_manifest_lazy
+
+    from icefall.utils import atomic_write_path
+
+    out_path = Path(out_path)
+    tmp, n = atomic_write_path(out_path), 0
+    with open(tmp, "w") as f:
+        for cut in load_manifest_lazy(cuts_path):
+            if key not in (cut.custom or {}):
+                raise ValueError(f"{cuts_path}: cut {cut.id} has no custom[{key!r}]")
+            units = [int(u) for u in cut.custom[key].split()]
+            f.write(" ".join([cut.id] + [str(u) for u in (deduplicate(units) if dedup else units)]) + "\n")
+            n += 1
+    tmp.replace(out_path)
+    return n

@@ -19,22 +19,8 @@ import logging
 from pathlib import Path
 
 from icefall.ssl.labels import checkpoint_feature_fn, fit_and_label, load_pretrained
-from icefall.ssl.units import deduplicate, write_codebook_units
-from icefall.utils import atomic_write_path, str2bool
-
-
-def write_unit_text(cuts_path: Path, key: str, out_path: Path, dedup: bool) -> int:
-    """``<cut id> <units>`` lines from ``cut.custom[key]``, written atomically; returns the count."""
-    from lhotse import load_manifest_lazy
-
-    tmp, n = atomic_write_path(out_path), 0
-    with open(tmp, "w") as f:
-        for cut in load_manifest_lazy(cuts_path):
-            units = [int(u) for u in cut.custom[key].split()]
-            f.write(" ".join([cut.id] + [str(u) for u in (deduplicate(units) if dedup else units)]) + "\n")
-            n += 1
-    tmp.replace(out_path)
-    return n
+from icefall.ssl.units import write_codebook_units, write_unit_text
+from icefall.utils import str2bool
 
 
 def main() -> None:
