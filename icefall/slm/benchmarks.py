@@ -443,24 +443,26 @@ def pair_accuracy(pairs: Iterable[Pair], scores: Mapping[str, float]) -> Dict[st
     return out
 
 
-def score_pairs(lm, pairs: Sequence[Pair], units: Mapping[str, Sequence[int]],
-                batch_size: int = 32) -> Dict[str, Dict[str, float]]:
-    """Accuracies of a unit LM (``icefall.slm.lm.UnitLM``) on the pairs, from the members'
-    (deduplicated) units keyed by member id: summed log-probability for every task, plus
-    ``lexical_normalized`` (per predicted token, ZeroSpeech's sWUGGY choice)."""
-    ids = [p.member_id(m) for p in pairs for m in MEMBERS]
+def member_scores(lm, pairs: Sequence[Pair], units: Mapping[str, Sequence[int]],
+                  batch_size: int = 32, normalize: bool = False) -> Dict[str, float]:
+    """{member id: log-probability} of every member of ``pairs`` under a unit LM
+    (``icefall.slm.lm.UnitLM.score``), from the members' (deduplicated) units."""
+    ids = sorted({p.member_id(m) for p in pairs for m in MEMBERS})
     missing = [i for i in ids if i not in units]
     if missing:
         raise ValueError(f"no units for {len(missing)} members, e.g. {missing[:3]}")
-    seqs = [units[i] for i in ids]
-    summed = dict(zip(ids, lm.score(seqs, batch_size).tolist()))
-    out = pair_accuracy(pairs, summed)
+    return dict(zip(ids, lm.score([units[i] for i in ids], batch_size, normalize).tolist()))
+
+
+def score_pairs(lm, pairs: Sequence[Pair], units: Mapping[str, Sequence[int]],
+                batch_size: int = 32) -> Dict[str, Dict[str, float]]:
+    """Accuracies of a unit LM on the pairs: summed log-probability for every task, plus
+    ``lexical_normalized`` (per predicted token, ZeroSpeech's sWUGGY choice)."""
+    out = pair_accuracy(pairs, member_scores(lm, pairs, units, batch_size))
     lexical = [p for p in pairs if p.task == "lexical"]
     if lexical:
-        lex_ids = [p.member_id(m) for p in lexical for m in MEMBERS]
-        norm = dict(zip(lex_ids, lm.score([units[i] for i in lex_ids], batch_size, normalize=True).tolist()))
-        acc = pair_accuracy(lexical, norm)
-        out["lexical_normalized"] = acc["lexical"]
+        norm = member_scores(lm, lexical, units, batch_size, normalize=True)
+        out["lexical_normalized"] = pair_accuracy(lexical, norm)["lexical"]
     return out
 
 

@@ -6,8 +6,9 @@ units ``0..num_units-1`` are themselves, then ``PAD``, ``BOS`` and ``EOS``. A se
 ``BOS u1 .. un EOS``; its score is ``log p(u1 .. un EOS | BOS)``, the sum over its ``n + 1``
 predicted tokens (:meth:`UnitLM.score`).
 
-Unit files (``extract_units.py``'s ``units_<split>.txt``) hold ``<utt id> <unit> <unit> ...``
-lines; :func:`read_unit_file` reads them.
+Units come deduplicated (``icefall.ssl.units.deduplicate``), from unit files
+(``extract_units.py``'s ``units_<split>.txt``: ``<utt id> <unit> <unit> ...`` lines) or from the
+cut manifests the extractors write (``cut.custom["kmeans"]`` or ``["units"]``): :func:`load_units`.
 """
 from __future__ import annotations
 
@@ -163,6 +164,22 @@ def read_unit_file(path: Union[str, Path]) -> Dict[str, List[int]]:
             out[fields[0]] = units
     if not out:
         raise ValueError(f"{path}: no utterances")
+    return out
+
+
+def load_units(path: Union[str, Path], key: str = "kmeans") -> Dict[str, List[int]]:
+    """Deduplicated units per utterance, from a unit file (:func:`read_unit_file`, already
+    deduplicated by its writer) or from a cut manifest (``*.jsonl.gz``, units in
+    ``cut.custom[key]``, collapsed here)."""
+    if not str(path).endswith(".jsonl.gz"):
+        return read_unit_file(path)
+    from icefall.slm.unit_quality import cut_units
+    from icefall.ssl.units import deduplicate
+    from lhotse import load_manifest_lazy
+
+    out = {utt: deduplicate(u.tolist()) for utt, u in cut_units(load_manifest_lazy(path), key).items()}
+    if not out:
+        raise ValueError(f"{path}: no cuts")
     return out
 
 

@@ -5,7 +5,8 @@ recipe.
     python -m icefall.slm.train --train-units data/units-km100/units_train-unlabeled.txt \\
         --valid-units data/units-km100/units_dev.txt --num-units 100 --exp-dir slm/exp
 
-Data: unit files (``<utt> <units...>``, deduplicated by ``extract_units.py``). Sequences longer
+Data: unit files (``<utt> <units...>``, deduplicated by ``extract_units.py``) or cut manifests
+with units (deduplicated on reading; ``icefall.slm.lm.load_units``). Sequences longer
 than ``--max-len`` tokens are cut into consecutive pieces. Batches hold at most ``--max-tokens``
 tokens, padding included; their order is a seeded shuffle per epoch (``set_epoch``), so resuming
 mid-epoch replays the same batches. Optimizer: AdamW with linear warm-up then inverse-sqrt decay
@@ -22,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 
 from icefall.dist import cleanup_dist, launch
-from icefall.slm.lm import UnitLM, UnitLMConfig, encode_batch, read_unit_file, write_config_json
+from icefall.slm.lm import UnitLM, UnitLMConfig, encode_batch, load_units, write_config_json
 from icefall.trainer import Trainer, add_training_arguments, setup_run
 from icefall.utils import AttributeDict, MetricsTracker, num_params
 
@@ -159,8 +160,10 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_training_arguments(parser)
     g = parser.add_argument_group("unit LM")
-    g.add_argument("--train-units", type=Path, required="train_units" not in defaults, help="units_<split>.txt to train on")
-    g.add_argument("--valid-units", type=Path, default=None, help="units_<split>.txt to validate on")
+    g.add_argument("--train-units", type=Path, required="train_units" not in defaults,
+                   help="units to train on: units_<split>.txt, or cuts (.jsonl.gz) with custom[--units-key]")
+    g.add_argument("--valid-units", type=Path, default=None, help="units to validate on (same kinds)")
+    g.add_argument("--units-key", default="kmeans", help="cut.custom key of the units in a cut manifest (kmeans | units)")
     g.add_argument("--num-units", type=int, required="num_units" not in defaults, help="unit vocabulary (k-means clusters / codebook size)")
     g.add_argument("--num-layers", type=int, default=4)
     g.add_argument("--dim", type=int, default=256)
@@ -180,7 +183,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
 def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     params = AttributeDict(vars(args))
     config = model_config(params)
-    train = read_unit_file(params.train_units)
+    train = load_units(params.train_units, params.units_key)
     check_units(train, config.num_units, params.train_units)
     device = setup_run(params, rank, world_size, "train-unit-lm")
     params.model_config = config.to_dict()  # in every checkpoint: load_unit_lm rebuilds from it
@@ -194,7 +197,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
                                seed=params.seed, rank=rank, world_size=world_size)
     valid_dl = None
     if params.valid_units is not None:
-        valid = read_unit_file(params.valid_units)
+        valid = load_units(params.valid_units, params.units_key)
         check_units(valid, config.num_units, params.valid_units)
         valid_dl = unit_dataloader(list(valid.values()), config, params.max_tokens,
                                    shuffle=False, rank=rank, world_size=world_size)
