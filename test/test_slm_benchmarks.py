@@ -146,7 +146,8 @@ def test_score_pairs_compares_lm_log_probs():
     out = score_pairs(lm, pairs, units, batch_size=7)
     s = {k: float(lm.score([v])[0]) for k, v in units.items()}
     n = {k: s[k] / (len(v) + 1) for k, v in units.items()}
-    assert out["lexical"]["accuracy"] == pytest.approx(np.mean([s[f"w{i}-good"] > s[f"w{i}-bad"] for i in range(20)]))
-    assert out["lexical_normalized"]["accuracy"] == pytest.approx(np.mean([n[f"w{i}-good"] > n[f"w{i}-bad"] for i in range(20)]))
+    assert out["summed"]["lexical"]["accuracy"] == pytest.approx(np.mean([s[f"w{i}-good"] > s[f"w{i}-bad"] for i in range(20)]))
+    assert out["normalized"]["lexical"]["accuracy"] == pytest.approx(np.mean([n[f"w{i}-good"] > n[f"w{i}-bad"] for i in range(20)]))
+    assert out["summed"]["lexical"]["accuracy"] != out["normalized"]["lexical"]["accuracy"]
     with pytest.raises(ValueError, match="no units"):
         score_pairs(lm, pairs, {})

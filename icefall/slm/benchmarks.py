@@ -2,16 +2,16 @@
 
 Each benchmark is a set of spoken pairs (a *good* and a *bad* member, spoken by the same unseen
 test voice of the mini corpus); an LM gets a pair right when it gives the good member the higher
-log-probability (chance = 50%, a tie counts one half):
+log-probability (chance = 50%, a tie counts one half), summed over the member's tokens or
+normalised by their number (ZeroSpeech 2021's sWUGGY choice, SpidR's for every task; both are
+reported, :func:`score_pairs`):
 
 - ``lexical`` (sWUGGY-like): a word of the generator's vocabulary vs a non-word made from it by
   changing one letter into another of its class (vowel for vowel, consonant for consonant), such
   that every letter trigram of the non-word (with word edges) occurs in an English lexicon
   (``english-words``: web2 + GCIDE), the non-word is in neither that lexicon nor the vocabulary,
   and espeak speaks it with as many phones as the word (same length; pronounceable). Not
-  filtered: non-words that merely sound like a real word ("hed"). Scored both
-  as the summed log-probability and, as ZeroSpeech 2021 does for sWUGGY, normalised by the
-  number of predicted tokens (units + EOS).
+  filtered: non-words that merely sound like a real word ("hed").
 - ``syntactic`` (sBLIMP-like): a generated sentence vs a minimal edit of it, one phenomenon per
   pair: ``subject_verb_agreement`` (the present-tense verb in the other number: one word),
   ``determiner_noun_agreement`` (this/that <-> these/those before a noun of the other number:
@@ -455,15 +455,12 @@ def member_scores(lm, pairs: Sequence[Pair], units: Mapping[str, Sequence[int]],
 
 
 def score_pairs(lm, pairs: Sequence[Pair], units: Mapping[str, Sequence[int]],
-                batch_size: int = 32) -> Dict[str, Dict[str, float]]:
-    """Accuracies of a unit LM on the pairs: summed log-probability for every task, plus
-    ``lexical_normalized`` (per predicted token, ZeroSpeech's sWUGGY choice)."""
-    out = pair_accuracy(pairs, member_scores(lm, pairs, units, batch_size))
-    lexical = [p for p in pairs if p.task == "lexical"]
-    if lexical:
-        norm = member_scores(lm, lexical, units, batch_size, normalize=True)
-        out["lexical_normalized"] = pair_accuracy(lexical, norm)["lexical"]
-    return out
+                batch_size: int = 32) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Accuracies of a unit LM on the pairs (:func:`pair_accuracy`), twice: ``"summed"``
+    log-probabilities, and ``"normalized"`` by the number of predicted tokens (units + EOS), the
+    choice of ZeroSpeech 2021 for sWUGGY and of SpidR (section 4.4) for every task."""
+    return {kind: pair_accuracy(pairs, member_scores(lm, pairs, units, batch_size, kind == "normalized"))
+            for kind in ("summed", "normalized")}
 
 
 def main() -> None:

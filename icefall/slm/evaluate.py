@@ -6,7 +6,8 @@
 
 ``--units``: the benchmark members' units, extracted exactly as the LM's training units were (a
 cut manifest with ``custom[--units-key]``, or a ``units_bench.txt``). Writes every accuracy with
-its 95% Wilson interval (per task and per phenomenon) as JSON and prints a Markdown table.
+its 95% Wilson interval (per task and per phenomenon; normalised and summed log-probabilities) as
+JSON and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from icefall.slm.lm import load_unit_lm, load_units
 from icefall.utils import atomic_write_path, str2bool
 
 
-def markdown_table(results: Dict[str, Dict[str, float]]) -> str:
-    lines = ["| benchmark | pairs | accuracy % | 95% CI |", "|---|---:|---:|---|"]
-    for key, r in results.items():
-        lines.append(f"| {key} | {r['n']} | {100 * r['accuracy']:.1f} | "
-                     f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f} |")
+def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """One row per benchmark (and phenomenon): accuracy with its 95% interval, normalised and
+    summed log-probabilities."""
+    lines = ["| benchmark | pairs | normalized % (95% CI) | summed % (95% CI) |", "|---|---:|---:|---:|"]
+    for key, r in results["normalized"].items():
+        cells = [f"{100 * x['accuracy']:.1f} ({100 * x['ci_low']:.1f}-{100 * x['ci_high']:.1f})"
+                 for x in (r, results["summed"][key])]
+        lines.append(f"| {key} | {r['n']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
