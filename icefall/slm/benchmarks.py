@@ -22,8 +22,8 @@ reported, :func:`score_pairs`):
   The grammar has no topics, so *coherence* here is entity continuity: X is the head noun of the
   first sentence's subject (coherent) or the head noun of another story's first sentence
   (incoherent); nothing else differs. Pairs come in counterbalanced twins (prefix A with
-  continuations X/Y, prefix B with Y/X, same voice): a model blind to the first sentence gets
-  exactly one of each twin right, so its accuracy is 50% by construction. Single-sentence
+  continuations X/Y, prefix B with Y/X, same voice): with summed log-probabilities a model
+  blind to the first sentence gets exactly one of each twin right (50% by construction). Single-sentence
   training data teach no cross-sentence link; above-chance scores need in-context copying.
 
 No good member (or story sentence) is a sentence of the mini corpus's training splits (any of
