@@ -151,3 +151,16 @@ def test_score_pairs_compares_lm_log_probs():
     assert out["summed"]["lexical"]["accuracy"] != out["normalized"]["lexical"]["accuracy"]
     with pytest.raises(ValueError, match="no units"):
         score_pairs(lm, pairs, {})
+
+
+def test_story_twins_give_a_context_blind_scorer_exactly_chance(sentence_pairs):
+    import zlib
+
+    story = [p for p in sentence_pairs if p.task == "story"]
+
+    def blind(text):  # any score that adds a prefix part and a continuation part
+        return zlib.crc32(text.encode()) % 1000
+
+    scores = {p.member_id(m): blind(p.prefix) + blind(p.good if m == "good" else p.bad)
+              for p in story for m in ("good", "bad")}
+    assert pair_accuracy(story, scores)["story"]["accuracy"] == 0.5
