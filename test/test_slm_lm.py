@@ -134,3 +134,20 @@ def test_trainer_resume_is_exact(tmp_path):
     for key in ("model", "model_avg"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+def test_load_units_collapses_repeats_from_cuts_and_reads_unit_files(tmp_path):
+    from lhotse import CutSet, MonoCut
+
+    from icefall.slm.lm import collapse, load_units
+
+    assert collapse([3, 3, 5, 5, 5, 3]).tolist() == [3, 5, 3] and collapse([]).dtype.name == "int32"
+    cuts = CutSet.from_cuts([MonoCut("a", 0, 1, 0, custom={"kmeans": "3 3 5 5 5 3"}),
+                             MonoCut("b", 0, 1, 0, custom={"kmeans": "7"})])
+    cuts.to_file(tmp_path / "c.jsonl.gz")
+    units = load_units(tmp_path / "c.jsonl.gz")
+    assert {k: v.tolist() for k, v in units.items()} == {"a": [3, 5, 3], "b": [7]}
+    with pytest.raises(ValueError, match="no custom\\['units'\\]"):
+        load_units(tmp_path / "c.jsonl.gz", key="units")
+    write_units(tmp_path / "u.txt", [[1, 2, 2]])
+    assert load_units(tmp_path / "u.txt")["utt0"].tolist() == [1, 2, 2]  # unit files: as written

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,7 +84,7 @@ def encode_batch(seqs: Sequence[Units], config: UnitLMConfig) -> Tuple[torch.Ten
         raise ValueError("no sequences")
     tokens = torch.full((len(seqs), max(lengths)), config.pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
-        u = torch.as_tensor(list(s), dtype=torch.long)
+        u = torch.as_tensor(np.asarray(s, dtype=np.int64))
         if u.numel() and (u.min() < 0 or u.max() >= config.num_units):
             raise ValueError(f"sequence {i}: units must lie in [0, {config.num_units}), got "
                              f"[{int(u.min())}, {int(u.max())}]")
@@ -167,17 +168,28 @@ def read_unit_file(path: Union[str, Path]) -> Dict[str, List[int]]:
     return out
 
 
-def load_units(path: Union[str, Path], key: str = "kmeans") -> Dict[str, List[int]]:
-    """Deduplicated units per utterance, from a unit file (:func:`read_unit_file`, already
-    deduplicated by its writer) or from a cut manifest (``*.jsonl.gz``, units in
-    ``cut.custom[key]``, collapsed here)."""
+def collapse(units: Sequence[int]) -> np.ndarray:
+    """Repeats collapsed (``icefall.ssl.units.deduplicate``) into an int32 array: 4 bytes a
+    unit, so that hundreds of millions of units fit in memory."""
+    a = np.asarray(units, dtype=np.int64)
+    if a.size > 1:
+        a = a[np.concatenate([[True], a[1:] != a[:-1]])]
+    return a.astype(np.int32)
+
+
+def load_units(path: Union[str, Path], key: str = "kmeans") -> Dict[str, np.ndarray]:
+    """Deduplicated units per utterance as int32 arrays, from a unit file
+    (:func:`read_unit_file`, already deduplicated by its writer) or from a cut manifest
+    (``*.jsonl.gz``, units in ``cut.custom[key]``, collapsed here), streamed."""
     if not str(path).endswith(".jsonl.gz"):
-        return read_unit_file(path)
-    from icefall.slm.unit_quality import cut_units
-    from icefall.ssl.units import deduplicate
+        return {utt: np.asarray(u, dtype=np.int32) for utt, u in read_unit_file(path).items()}
     from lhotse import load_manifest_lazy
 
-    out = {utt: deduplicate(u.tolist()) for utt, u in cut_units(load_manifest_lazy(path), key).items()}
+    out = {}
+    for cut in load_manifest_lazy(path):
+        if key not in (cut.custom or {}):
+            raise ValueError(f"{path}: cut {cut.id} has no custom[{key!r}] units")
+        out[cut.id] = collapse(np.array(cut.custom[key].split(), dtype=np.int64))
     if not out:
         raise ValueError(f"{path}: no cuts")
     return out

@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from icefall.dist import cleanup_dist, launch
@@ -28,11 +29,12 @@ from icefall.trainer import Trainer, add_training_arguments, setup_run
 from icefall.utils import AttributeDict, MetricsTracker, num_params
 
 
-def split_long(seqs: Sequence[Sequence[int]], max_units: int) -> List[List[int]]:
-    """Sequences of at most ``max_units`` units: longer ones are cut into consecutive pieces."""
+def split_long(seqs: Sequence[Sequence[int]], max_units: int) -> List[np.ndarray]:
+    """int32 arrays of at most ``max_units`` units: longer sequences are cut into consecutive
+    pieces (views, no copies)."""
     out = []
     for s in seqs:
-        s = list(s)
+        s = np.asarray(s, dtype=np.int32)
         out += [s[i: i + max_units] for i in range(0, max(len(s), 1), max_units)]
     return out
 
@@ -149,8 +151,8 @@ def model_config(params: AttributeDict) -> UnitLMConfig:
                         dropout=params.dropout)
 
 
-def check_units(seqs: Dict[str, List[int]], num_units: int, path: Path) -> None:
-    top = max((max(s) for s in seqs.values() if s), default=-1)
+def check_units(seqs: Dict[str, np.ndarray], num_units: int, path: Path) -> None:
+    top = max((int(s.max()) for s in seqs.values() if len(s)), default=-1)
     if top >= num_units:
         raise ValueError(f"{path}: unit {top} >= --num-units {num_units}")
 
