@@ -3,7 +3,6 @@ unit LM, its zero-shot scores and the table."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

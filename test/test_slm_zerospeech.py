@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from icefall.slm.benchmarks import read_pairs
-from icefall.slm.zerospeech import main, prepare, read_gold, write_submission
+from icefall.slm.zerospeech import main, prepare, read_gold
 
 
 def write_task(root, rows):

@@ -18,7 +18,6 @@ import logging
 from pathlib import Path
 from typing import Dict, Mapping, Sequence, Union
 
-import numpy as np
 import torch
 
 from icefall.eval.abx import abx_score, items_from_alignments
