@@ -11,8 +11,8 @@
 #   0  benchmarks -> data/slm-bench/ (pairs.jsonl, FLAC, manifests) and their fbank
 #   1  units, each set in data/slm/<units>/mini_cuts_{train-unlabeled,dev,bench}.jsonl.gz:
 #      fbank-km<K> (k-means of the stored fbank, 100 Hz) for each K of --vocab-sizes; with
-#      --checkpoint: <name>-l<L>-km<K> (k-means of layer L, 50 Hz) and, for SpidR/DinoSR,
-#      <name>-l<L>-cb (codebook predictions)
+#      --checkpoint: <name>-l<L>-km<K> (k-means of layer L, 50 Hz) and, for a SpidR/DinoSR
+#      checkpoint, <name>-l<L>-cb (codebook predictions)
 #   2  unit quality on dev -> data/slm/<units>/quality-dev.json (ABX one-hot, PNMI, units/s)
 #   3  a unit LM on the train-unlabeled units of each set of --lm-units -> slm/exp-<units>
 #   4  zero-shot scores of its averaged model -> slm/exp-<units>/zero-shot-epoch-E.json
@@ -70,7 +70,9 @@ unit_sets=""
 for k in $vocab_sizes; do unit_sets="$unit_sets fbank-km$k"; done
 if [ -n "$checkpoint" ]; then
   for k in $vocab_sizes; do unit_sets="$unit_sets $name-l$layer-km$k"; done
-  unit_sets="$unit_sets $name-l$layer-cb"
+  # codebook predictions exist for SpidR and DinoSR only
+  method=$(python3 -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=True)['params'].get('method', ''))" "$checkpoint")
+  case "$method" in spidr|dinosr) unit_sets="$unit_sets $name-l$layer-cb" ;; esac
 fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
