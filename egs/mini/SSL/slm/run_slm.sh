@@ -57,12 +57,17 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 log() { echo "$(date '+%F %T') (run_slm.sh) $*"; }
 bench=data/slm-bench
 
+# a training option stored in --checkpoint (read with the project's safe loader)
+ckpt_param() {
+  python3 -c "import sys; from icefall.checkpoint import load_file; print(load_file(sys.argv[1])['params'].get(sys.argv[2], ''))" "$checkpoint" "$1"
+}
+
 # <units> -> "key frame_rate num_units" of its cuts
 describe() {
   case "$1" in
     fbank-km*) echo "kmeans 100 ${1#fbank-km}" ;;
     *-km*) echo "kmeans 50 ${1##*-km}" ;;
-    *-cb) python3 -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=True)['params']; print('units 50', c.get('codebook_size'))" "$checkpoint" ;;
+    *-cb) echo "units 50 $(ckpt_param codebook_size)" ;;
   esac
 }
 
@@ -71,7 +76,7 @@ for k in $vocab_sizes; do unit_sets="$unit_sets fbank-km$k"; done
 if [ -n "$checkpoint" ]; then
   for k in $vocab_sizes; do unit_sets="$unit_sets $name-l$layer-km$k"; done
   # codebook predictions exist for SpidR and DinoSR only
-  method=$(python3 -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=True)['params'].get('method', ''))" "$checkpoint")
+  method=$(ckpt_param method)
   case "$method" in spidr|dinosr) unit_sets="$unit_sets $name-l$layer-cb" ;; esac
 fi
 
