@@ -1,11 +1,13 @@
 """A small HiFi-GAN-style vocoder: frames (B, T, D) at 16000/hop Hz -> 16 kHz waveform (B, T*hop).
 
 The generator is HiFi-GAN V1's (Kong et al. 2020): a kernel-7 input convolution, transposed-conv
-upsampling stages (kernel 2*rate) each followed by a multi-receptive-field fusion of residual
-blocks (kernels 3, 7, 11; dilations 1, 3, 5), LeakyReLU(0.1), a kernel-7 output convolution and
-tanh. It is made small to train on one CPU thread in minutes: 64 channels after the input
-convolution (V1: 512), halved at each stage, no weight norm, and upsampling rates factored from
-the features' hop (fbank 160 = 8*5*4, a 50 Hz model 320 = 8*8*5).
+upsampling stages (kernel 2*rate) each followed by a multi-receptive-field fusion (the mean) of
+residual blocks, LeakyReLU(0.1), a kernel-7 output convolution and tanh. It is made small to
+train on one CPU thread in minutes: 128 channels after the input convolution (V1: 512), halved
+at each stage; one residual block per stage, kernel 3 with dilations 1, 3, 9 (MelGAN's residual
+stack; V1 fuses three, kernels 3, 7, 11, dilations 1, 3, 5); no weight norm; upsampling rates
+factored from the features' hop (fbank 160 = 8*5*4, a 50 Hz model 320 = 8*8*5). With fbank
+input that is 0.33M parameters (V1: 13.9M); ``VocoderConfig`` builds V1's shape as well.
 
 **No GAN.** It trains with a multi-resolution STFT loss only (spectral convergence + log-magnitude
 L1 at three resolutions, as Parallel WaveGAN's auxiliary loss): phase is never judged, so the
@@ -53,9 +55,9 @@ class VocoderConfig:
 
     input_dim: int = 80
     hop_length: int = 160
-    channels: int = 64  # [upsample_initial_channel], V1: 512
-    resblock_kernel_sizes: Tuple[int, ...] = (3, 7, 11)
-    resblock_dilations: Tuple[int, ...] = (1, 3, 5)
+    channels: int = 128  # [upsample_initial_channel], V1: 512
+    resblock_kernel_sizes: Tuple[int, ...] = (3,)  # [resblock_kernel_sizes], V1: (3, 7, 11)
+    resblock_dilations: Tuple[int, ...] = (1, 3, 9)  # [resblock_dilation_sizes], V1: (1, 3, 5) each
 
     def __post_init__(self) -> None:
         if self.channels < 2 ** len(self.upsample_rates):
