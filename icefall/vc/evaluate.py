@@ -8,8 +8,10 @@ speaker ``(i + 1 + j mod (S-1)) mod S``, so every source goes to another speaker
 Speaker similarity (until the probing issue's ASV lands, see docs/knn-vc.md): :class:`SpeakerSimilarity`,
 cosine between pooled-statistics embeddings; per system the mean cosine of converted vs the
 target's centroid and vs the source speaker's centroid, and how often the nearest of all test
-speakers' centroids is the target (speaker-ID accuracy). Intelligibility: WER/CER of a fine-tuned
-ASR model (CTC greedy) against the source transcript.
+speakers' centroids is the target, and how often it is the source (speaker identification). Intelligibility: WER/CER of a fine-tuned
+ASR model (CTC greedy) against the source transcript. Reference rows: the sources themselves, a
+held-out real utterance of each target speaker (the ceiling of "cos to target"), and the same
+through each vocoder without kNN (what the vocoder alone keeps of a voice and of the words).
 """
 from __future__ import annotations
 
@@ -122,6 +124,7 @@ class Row:
     sim_target: float
     sim_source: float
     speaker_id_acc: float
+    source_id_rate: float
     wer: Optional[float] = None
     cer: Optional[float] = None
 
@@ -150,13 +153,14 @@ def score_system(name: str, outputs: Sequence[Tensor], pairs: Sequence[Tuple[Utt
     against ``texts`` (default: the source transcripts)."""
     spks = list(centroids)
     cents = torch.stack([centroids[s] for s in spks])
-    st, ss, hit = [], [], 0
+    st, ss, hit, hit_src = [], [], 0, 0
     for wav, (src, tgt) in zip(outputs, pairs):
         e = sim.embed(wav)
         st.append(float(e @ centroids[tgt]))
         ss.append(float(e @ centroids[src.speaker]))
-        hit += spks[int((cents @ e).argmax())] == tgt
-    row = Row(name, sum(st) / len(st), sum(ss) / len(ss), 100.0 * hit / len(pairs))
+        nearest = spks[int((cents @ e).argmax())]
+        hit, hit_src = hit + (nearest == tgt), hit_src + (nearest == src.speaker)
+    row = Row(name, sum(st) / len(st), sum(ss) / len(ss), 100.0 * hit / len(pairs), 100.0 * hit_src / len(pairs))
     if asr is not None:
         row.wer, row.cer = error_rates(texts or [u.text for u, _ in pairs], asr.transcribe(outputs))
     logging.info(f"{row}")
@@ -164,10 +168,10 @@ def score_system(name: str, outputs: Sequence[Tensor], pairs: Sequence[Tuple[Utt
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    head = ("| system | cos to target | cos to source | speaker ID = target % | WER % | CER % |\n"
-            "|---|---:|---:|---:|---:|---:|\n")
+    head = ("| system | cos to target | cos to source | nearest = target % | nearest = source % | WER % | CER % |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n")
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return head + "".join(f"| {r.system} | {r.sim_target:.3f} | {r.sim_source:.3f} | {r.speaker_id_acc:.1f} | "
+    return head + "".join(f"| {r.system} | {r.sim_target:.3f} | {r.sim_source:.3f} | {r.speaker_id_acc:.1f} | {r.source_id_rate:.1f} | "
                           f"{fmt(r.wer)} | {fmt(r.cer)} |\n" for r in rows)
 
 
@@ -249,10 +253,15 @@ def main(args) -> List[Row]:
     asr = AsrScorer(args.asr_checkpoint, args.lang_dir) if args.asr_checkpoint else None
     texts = [u.text for u, _ in pairs]
     rows = [score_system("source (no conversion)", [u.wav for u, _ in pairs], pairs, sim, centroids, asr)]
+    # the ceiling: a held-out real utterance of the target speaker (another text) in place of each output
+    tgt_utts = [sources[t][i % len(sources[t])] for i, (_, t) in enumerate(pairs)]
+    rows.append(score_system("target speaker, real held-out utterance", [u.wav for u in tgt_utts], pairs, sim,
+                             centroids, asr, [u.text for u in tgt_utts]))
     examples: Dict[str, Tensor] = {"source": pairs[0][0].wav, f"target {pairs[0][1]} (other text)": refs[pairs[0][1]][0].wav}
     tts_in = [torch.from_numpy(synthesize(t, BASE_SPEAKER, 0.1, 0.1).audio) for t in texts] if args.tts_lams else []
     if tts_in:
         rows.append(score_system(f"espeak-ng base voice ({BASE_SPEAKER.voice}), TTS input", tts_in, pairs, sim, centroids, asr))
+        examples["espeak-ng base voice, TTS input"] = tts_in[0]
     info = {"pairs": [(u.id, t) for u, t in pairs], "speaker_measure_eer": eer,
             "reference_seconds": {s: sum(u.wav.shape[0] for u in us) / SAMPLE_RATE for s, us in refs.items()}}
     for path in args.vocoders:
@@ -261,6 +270,9 @@ def main(args) -> List[Row]:
         ref = {s: vc.reference_frames([u.wav for u in us]) for s, us in refs.items()}
         feats = [vc.extractor(u.wav) for u, _ in pairs]
         systems: List[Tuple[str, Callable[[int], Tensor]]] = [(f"{name}: vocoder resynthesis (no kNN)", lambda i: vc.vocode(feats[i]))]
+        tgt_feats = [vc.extractor(u.wav) for u in tgt_utts]
+        rows.append(score_system(f"{name}: target's held-out utterance, vocoder resynthesis",
+                                 [vc.vocode(f) for f in tgt_feats], pairs, sim, centroids, asr, [u.text for u in tgt_utts]))
         systems += [(f"{name}: kNN-VC k={k}", lambda i, k=k: vc.vocode(vc.match(feats[i], ref[pairs[i][1]], k)))
                     for k in args.ks]
         tts_feats = [vc.extractor(w) for w in tts_in]
@@ -271,6 +283,11 @@ def main(args) -> List[Row]:
             rows.append(score_system(sys_name, outs, pairs, sim, centroids, asr))
             examples[sys_name] = outs[0]
         info[name] = {"vocoder": str(path), **vc.extractor.describe(), "vocoder_params": vc.vocoder.num_params()}
+    vc_panels = [(t, w) for t, w in examples.items() if "TTS" not in t and ("k=" not in t or "k=4" in t)]
+    tts_panels = [(t, w) for t, w in examples.items() if "TTS" in t and ("lambda=1.0" in t or "input" in t)]
+    save_spectrograms(args.out_dir / "images" / "knn-vc.png", vc_panels)
+    if tts_panels:
+        save_spectrograms(args.out_dir / "images" / "knn-tts.png", tts_panels)
     for i, (title, wav) in enumerate(examples.items()):
         write_wav(args.out_dir / "wavs" / f"{i:02d}-{''.join(c if c.isalnum() else '_' for c in title)}.wav", wav)
     info["examples"] = {"source": pairs[0][0].id, "target": pairs[0][1], "text": pairs[0][0].text}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# kNN-VC and kNN-TTS on the mini corpus, on one CPU thread: a vocoder per feature kind trained on
+# prematched features, then the evaluation on the unseen test speakers (docs/knn-vc.md).
+#
+#   egs/mini/SSL/knn_vc/run_knn_vc.sh [--stage N] [--stop-stage M] [--work-dir DIR]
+#       [--ssl-ckpt zipformer/exp-pretrain/epoch-2.pt] [--layer 2]
+#       [--asr-ckpt zipformer/exp-ft/pretrained.pt] [--epochs 12]
+#
+# Stages (a rerun resumes a vocoder's training from its newest checkpoint):
+#   1  vocoder on prematched fbank                       -> knn_vc/exp-fbank
+#   2  vocoder on prematched layer --layer of --ssl-ckpt -> knn_vc/exp-ssl   (skipped without it)
+#   3  evaluation: speaker similarity, WER/CER (with --asr-ckpt), k = 1 4 8, kNN-TTS
+#      -> knn_vc/eval/results.{md,json}, wavs/
+#   4  examples: convert.py and tts.py on one test utterance / one sentence -> knn_vc/examples/
+# Needs a prepared corpus (prepare.sh: audio and fbank cuts) in --work-dir (default egs/mini/SSL).
+set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
+stage=1
+stop_stage=100
+work_dir=$recipe_dir
+ssl_ckpt=zipformer/exp-pretrain/epoch-2.pt
+layer=2
+asr_ckpt=zipformer/exp-ft/pretrained.pt
+epochs=12
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --work-dir) work_dir=$2; shift 2 ;;
+    --ssl-ckpt) ssl_ckpt=$2; shift 2 ;;
+    --layer) layer=$2; shift 2 ;;
+    --asr-ckpt) asr_ckpt=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 1 ;;
+  esac
+done
+
+cd "$work_dir"
+export PYTHONPATH="$(cd "$recipe_dir/../../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+log() { echo "$(date '+%F %T') (run_knn_vc.sh) $*"; }
+knn=$recipe_dir/knn_vc
+
+vocoders="knn_vc/exp-fbank/epoch-$epochs.pt"
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: vocoder on prematched fbank"
+  python3 "$knn/train_vocoder.py" --features fbank --num-epochs "$epochs" --exp-dir knn_vc/exp-fbank --tensorboard false
+fi
+if [ -f "$ssl_ckpt" ]; then
+  vocoders="$vocoders knn_vc/exp-ssl/epoch-$epochs.pt"
+  if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+    log "Stage 2: vocoder on prematched layer $layer of $ssl_ckpt"
+    python3 "$knn/train_vocoder.py" --features "$ssl_ckpt" --layer "$layer" --num-epochs "$epochs" \
+      --exp-dir knn_vc/exp-ssl --tensorboard false
+  fi
+else
+  log "No $ssl_ckpt: fbank only (give --ssl-ckpt)"
+fi
+
+asr_opt=""
+[ -f "$asr_ckpt" ] && asr_opt="--asr-checkpoint $asr_ckpt"
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: evaluation on the unseen test speakers"
+  # shellcheck disable=SC2086
+  python3 "$knn/evaluate.py" --vocoders $vocoders $asr_opt --ks 1 4 8 --out-dir knn_vc/eval
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: examples"
+  src=$(ls download/mini/test/en901/*.flac | head -n 1)
+  refs=$(ls download/mini/test/en902/*.flac | tail -n +5)
+  # shellcheck disable=SC2086
+  python3 "$knn/convert.py" --vocoder knn_vc/exp-fbank/epoch-$epochs.pt --source "$src" \
+    --reference $refs --output knn_vc/examples/en901-as-en902.wav
+  # shellcheck disable=SC2086
+  python3 "$knn/tts.py" --vocoder knn_vc/exp-fbank/epoch-$epochs.pt --text "ISABEL REMEMBERED THE LITTLE KNIFE AT NIGHT" \
+    --reference $refs --output knn_vc/examples/tts-en902.wav
+fi
+log "Done"
