@@ -41,7 +41,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     g.add_argument("--lr-decay", type=float, default=0.999, help="lr factor per batch")
     g.add_argument("--device", default="cpu")
     parser.set_defaults(**{"base_lr": 2e-3, "log_interval": 20, "average_period": 10, "valid_interval": 10**9,
-                           "save_every_n": 100, "num_epochs": 12, "exp_dir": Path("knn_vc/exp"), **defaults})
+                           "save_every_n": 100, "num_epochs": 28, "exp_dir": Path("knn_vc/exp"), **defaults})
     return parser
 
 

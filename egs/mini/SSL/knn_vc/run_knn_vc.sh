@@ -4,7 +4,7 @@
 #
 #   egs/mini/SSL/knn_vc/run_knn_vc.sh [--stage N] [--stop-stage M] [--work-dir DIR]
 #       [--ssl-ckpt zipformer/exp-pretrain/epoch-2.pt] [--layer 2]
-#       [--asr-ckpt zipformer/exp-ft/pretrained.pt] [--epochs 12]
+#       [--asr-ckpt zipformer/exp-ft/pretrained.pt] [--epochs 28]
 #
 # Stages (a rerun resumes a vocoder's training from its newest checkpoint):
 #   1  vocoder on prematched fbank                       -> knn_vc/exp-fbank
@@ -22,7 +22,7 @@ work_dir=$recipe_dir
 ssl_ckpt=zipformer/exp-pretrain/epoch-2.pt
 layer=2
 asr_ckpt=zipformer/exp-ft/pretrained.pt
-epochs=12
+epochs=28
 
 while [ $# -gt 0 ]; do
   case "$1" in

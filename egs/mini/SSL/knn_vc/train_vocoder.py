@@ -11,4 +11,4 @@ from icefall.vc.train import get_parser, main
 
 if __name__ == "__main__":
     main(get_parser(manifest_dir="data/fbank", cuts_prefix="mini", train_split="train-unlabeled",
-                    max_per_speaker=40, num_epochs=12, exp_dir="knn_vc/exp-fbank").parse_args())
+                    max_per_speaker=40, num_epochs=28, exp_dir="knn_vc/exp-fbank").parse_args())
