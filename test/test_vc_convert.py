@@ -79,3 +79,27 @@ def test_protocol_pairs_and_error_rates():
     with pytest.raises(ValueError, match="more than 3"):
         split_test_speakers(utts, 3)
     assert error_rates(["A B C"], ["a b"]) == (pytest.approx(100 / 3), pytest.approx(200 / 5))
+
+
+@pytest.mark.parametrize("frontend", ["fbank", "cnn"])
+def test_features_of_a_model_layer(tmp_path, frontend):
+    from icefall.models import load_feature_model
+    from icefall.ssl.pretrain import build_model, get_parser
+    from icefall.utils import AttributeDict
+
+    params = AttributeDict(vars(get_parser(method="spidr", encoder="hubert-tiny", frontend=frontend,
+                                           num_codebooks=2, codebook_size=16).parse_args([])))
+    torch.manual_seed(0)
+    path = tmp_path / "epoch-0.pt"
+    torch.save({"params": dict(params), "model": build_model(params).state_dict()}, path)
+    with pytest.raises(ValueError, match="layer"):
+        FeatureExtractor(path)
+    fx = FeatureExtractor(path, layer=1)
+    assert fx.hop_length == 320  # 50 Hz whatever the front end
+    wav = voice(150, 1.3)
+    got = fx(wav)
+    model, _ = load_feature_model(path)
+    x = fx.fbank(wav) if frontend == "fbank" else wav
+    want = model.extract_features(x[None], torch.tensor([x.shape[0]]), layers=[1])[0][0][0]
+    assert got.shape == (want.shape[0], fx.dim) and abs(got.shape[0] - 65) <= 4
+    torch.testing.assert_close(got, want)

@@ -39,7 +39,6 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--segment-seconds", type=float, default=0.32)
     g.add_argument("--lr-decay", type=float, default=0.999, help="lr factor per batch")
-    g.add_argument("--device", default="cpu")
     parser.set_defaults(**{"base_lr": 2e-3, "log_interval": 20, "average_period": 10, "valid_interval": 10**9,
                            "save_every_n": 100, "num_epochs": 28, "exp_dir": Path("knn_vc/exp"), **defaults})
     return parser
@@ -47,9 +46,7 @@ def get_parser(**defaults) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, rank: int = 0) -> None:
     params = AttributeDict(vars(args))
-    device = setup_run(params, rank, 1, "train-vocoder")
-    if args.device != "cpu":
-        device = args.device
+    device = setup_run(params, rank, 1, "train-vocoder")  # cuda:0 where a GPU is, else cpu
     extractor = FeatureExtractor(args.features, args.layer, str(device))
     utts = read_utterances(args.manifest_dir / f"{args.cuts_prefix}_cuts_{args.train_split}.jsonl.gz",
                            max_per_speaker=args.max_per_speaker)
@@ -60,7 +57,7 @@ def main(args: argparse.Namespace, rank: int = 0) -> None:
     params.vocoder_config = config.to_dict()
     params.features = str(args.features)
     params.feature_name = extractor.name
-    train_vocoder(params, data)
+    train_vocoder(params, data, device=device)
     logging.info(f"vocoder for {extractor.name} trained: {params.exp_dir}")
 
 

@@ -207,12 +207,14 @@ class VocoderData(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------ training
-def train_vocoder(params: AttributeDict, data: VocoderData, loss_fn=compute_loss):
+def train_vocoder(params: AttributeDict, data: VocoderData, loss_fn=compute_loss,
+                  device: Union[str, torch.device] = "cpu"):
     """Train a :class:`Vocoder` of ``params.vocoder_config`` (a dict) on ``data`` with the shared
     trainer (AdamW, betas (0.8, 0.99) as HiFi-GAN, exponential lr decay per batch); resumes as
     every recipe does. ``params`` also holds the trainer's options (exp_dir, num_epochs, ...),
     ``base_lr``, ``lr_decay``, ``batch_size`` and what the features are (``features``,
-    ``layer``), which :func:`load_vocoder` gives back. Returns the finished Trainer."""
+    ``layer``), which :func:`load_vocoder` gives back. Batches stay on the CPU until
+    :func:`compute_loss` moves them to the model's ``device``. Returns the finished Trainer."""
     from icefall.trainer import Trainer
 
     torch.manual_seed(params.get("seed", 42))
@@ -223,7 +225,7 @@ def train_vocoder(params: AttributeDict, data: VocoderData, loss_fn=compute_loss
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=params.get("lr_decay", 0.9995))
     dl = torch.utils.data.DataLoader(data, batch_size=params.batch_size, shuffle=True, drop_last=True)
     params.setdefault("scan_oom", False)
-    trainer = Trainer(params, model, optimizer, scheduler, loss_fn, dl)
+    trainer = Trainer(params, model, optimizer, scheduler, loss_fn, dl, device=torch.device(device))
     trainer.train()
     return trainer
 
