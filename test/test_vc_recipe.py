@@ -56,12 +56,13 @@ def test_recipe_end_to_end(corpus, monkeypatch):
     assert ckpt["params"]["batch_idx_train"] == 6 and ckpt["params"]["features"] == "fbank"
 
     rows = evaluate.main(evaluate.get_parser().parse_args(
-        ["--vocoders", "knn_vc/exp/epoch-2.pt", "--ks", "1", "2", "--tts-lams", "1.0", "--n-eval", "1",
+        ["--vocoders", "knn_vc/exp/epoch-2.pt", "knn_vc/exp/epoch-1.pt", "--ks", "1", "2", "--tts-lams", "1.0", "--n-eval", "1",
          "--out-dir", "knn_vc/eval"]))
     names = [r.system for r in rows]
     assert names[:3] == ["source (no conversion)", "target speaker, real held-out utterance",
                          "espeak-ng base voice (en-us), TTS input"]
     assert "fbank: kNN-VC k=2" in names and "fbank: kNN-TTS k=4 lambda=1.0" in names
+    assert "fbank (exp): kNN-VC k=2" in names and len(set(names)) == len(names)  # a second fbank vocoder
     result = json.loads((corpus / "knn_vc/eval/results.json").read_text())
     assert len(result["pairs"]) == 3 and all(u.split("-")[0] != t for u, t in result["pairs"])
     assert (corpus / "knn_vc/eval/images/knn-vc.png").stat().st_size > 1000

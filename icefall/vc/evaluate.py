@@ -274,6 +274,8 @@ def main(args) -> List[Row]:
     for path in args.vocoders:
         vc = KnnVC.from_checkpoint(path)
         name = vc.extractor.name.split(":")[0] + (":" + vc.extractor.name.split(":")[-1] if ":" in vc.extractor.name else "")
+        if name in info:  # two vocoders of the same features: tell them apart by their exp dir
+            name = f"{name} ({Path(path).parent.name})"
         ref = {s: vc.reference_frames([u.wav for u in us]) for s, us in refs.items()}
         feats = [vc.extractor(u.wav) for u, _ in pairs]
         systems: List[Tuple[str, Callable[[int], Tensor]]] = [(f"{name}: vocoder resynthesis (no kNN)", lambda i: vc.vocode(feats[i]))]
