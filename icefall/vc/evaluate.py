@@ -5,7 +5,7 @@ first ``n_eval`` (sources, and held out from every reference) and the rest (its 
 kNN matching frames and speaker centroid). Source utterance j of speaker i is converted to
 speaker ``(i + 1 + j mod (S-1)) mod S``, so every source goes to another speaker.
 
-Speaker similarity (until the probing issue's ASV lands, see docs/knn-vc.md): :class:`SpeakerSimilarity`,
+Speaker similarity (the probing issue's ASV can replace it, see docs/knn-vc.md): :class:`SpeakerSimilarity`,
 cosine between pooled-statistics embeddings; per system the mean cosine of converted vs the
 target's centroid and vs the source speaker's centroid, and how often the nearest of all test
 speakers' centroids is the target, and how often it is the source (speaker identification). Intelligibility: WER/CER of a fine-tuned
