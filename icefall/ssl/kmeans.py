@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,10 +27,24 @@ Pathlike = Union[str, Path]
 FORMAT = "icefall-kmeans-v1"
 
 
-def squared_distances(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances, x (N, D) and c (K, D) -> (N, K), clamped at 0."""
-    d = x.pow(2).sum(1, keepdim=True) - 2 * x @ c.T + c.pow(2).sum(1)[None, :]
-    return d.clamp_(min=0)
+def nearest_centroids(
+    x: torch.Tensor, c: torch.Tensor, chunk_size: int = 16384
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nearest row of c (K, D) for each row of x (N, D): (squared distance (N,), index (N,)).
+
+    The argmin needs only ||c||^2 - 2 x.c (one fused matmul per chunk of ``chunk_size`` rows, so
+    the (chunk, K) score matrix stays small); ||x||^2 is added to the N minima afterwards."""
+    c = c.to(x.device, torch.float32)
+    c_sq = c.pow(2).sum(1)[None, :]
+    dmin, labels = [], []
+    for i in range(0, x.shape[0], chunk_size):
+        xi = x[i : i + chunk_size].float()
+        smin, li = torch.addmm(c_sq, xi, c.T, alpha=-2).min(1)
+        dmin.append(smin.add_(xi.pow(2).sum(1)).clamp_(min=0))
+        labels.append(li)
+    if not labels:
+        return x.new_zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat(dmin), torch.cat(labels)
 
 
 def kmeans_plus_plus(
@@ -57,17 +71,20 @@ def kmeans_plus_plus(
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
     x = x.float()
+    x_sq = x.pow(2).sum(1)  # (N,), computed once: each step then costs one thin matmul
+
+    def dist_to_rows(idx: torch.Tensor) -> torch.Tensor:  # (len(idx), N)
+        return torch.addmm(x_sq[None, :], x[idx], x.T, alpha=-2).add_(x_sq[idx, None]).clamp_(min=0)
+
     first = torch.randint(N, (1,), generator=generator, device=x.device)
     idx = [first]
-    closest = squared_distances(x, x[first]).squeeze(1)  # (N,)
+    closest = dist_to_rows(first)[0]  # (N,)
     for _ in range(1, n_clusters):
-        total = closest.sum()
-        if total <= 0:  # fewer distinct points than clusters: fall back to uniform draws
-            probs = torch.ones_like(closest)
-        else:
-            probs = closest / total
-        cand = torch.multinomial(probs, n_local_trials, replacement=True, generator=generator)
-        d_cand = torch.minimum(squared_distances(x, x[cand]).T, closest[None, :])  # (trials, N)
+        # (multinomial takes unnormalised weights; all zero: fewer distinct points than
+        # clusters, fall back to uniform draws)
+        weights = closest if closest.sum() > 0 else torch.ones_like(closest)
+        cand = torch.multinomial(weights, n_local_trials, replacement=True, generator=generator)
+        d_cand = torch.minimum(dist_to_rows(cand), closest[None, :])  # (trials, N)
         best = d_cand.sum(1).argmin()
         idx.append(cand[best : best + 1])
         closest = d_cand[best]
@@ -87,7 +104,7 @@ class KMeans:
     def __init__(self, n_clusters: int, meta: Optional[Dict] = None):
         self.n_clusters = n_clusters
         self.centroids: Optional[torch.Tensor] = None  # (K, D) float32
-        self.counts: Optional[torch.Tensor] = None  # (K,) float64, points seen per centroid
+        self.counts: Optional[torch.Tensor] = None  # (K,) float64, points won in the last epoch
         self.meta: Dict = dict(meta or {})
 
     @property
@@ -108,8 +125,7 @@ class KMeans:
         c <- c + (sum_x - n c) / (count + n).
         """
         x = x.to(self.centroids.device, torch.float32)
-        d = squared_distances(x, self.centroids)
-        dmin, labels = d.min(1)
+        dmin, labels = nearest_centroids(x, self.centroids)
         n = torch.bincount(labels, minlength=self.n_clusters).to(torch.float64)
         sums = torch.zeros_like(self.centroids, dtype=torch.float64).index_add_(0, labels, x.double())
         self.counts += n
@@ -132,6 +148,9 @@ class KMeans:
 
         Args:
           features: re-iterable (list, dataset, ...) if ``num_epochs > 1``.
+          num_epochs: passes over ``features``; each pass after the first of this call restarts
+            ``counts`` (see the loop). 3 passes reach the inertia of sklearn's MiniBatchKMeans
+            with fairseq's HuBERT settings (docs/RESULTS.md, k-means).
           batch_size: rows per mini-batch update.
           init_size: rows used for k-means++ (default ``max(3 * K, batch_size)``); they are
             then used for updates like any other rows.
@@ -158,8 +177,13 @@ class KMeans:
                 seed_rows = _take_rows(stream, init_size)
                 if seed_rows is None:
                     raise ValueError("no features to fit")
-                self.init(seed_rows, generator)
+                self.init(seed_rows[:init_size], generator)  # (an item may hold more rows)
                 stream = itertools.chain([seed_rows], stream)
+            elif epoch > 0:
+                # With counts that only grow, a second pass would hardly move a centroid (step
+                # 1/count): restart them, so that each epoch makes every centroid the mean of
+                # the points it wins in that epoch, a streamed Lloyd step from better centroids.
+                self.counts.zero_()
             inertia, rows = 0.0, 0
             for batch in _minibatches(stream, batch_size, generator):
                 inertia += self.partial_fit(batch)
@@ -172,18 +196,14 @@ class KMeans:
         return self
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, chunk_size: int = 65536) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, chunk_size: int = 16384) -> torch.Tensor:
         """Nearest centroid of each row: x (N, D) -> (N,) int64 on x's device."""
-        x = torch.as_tensor(x)
-        c = self.centroids.to(x.device)
-        out = [squared_distances(x[i : i + chunk_size].float(), c).argmin(1) for i in range(0, x.shape[0], chunk_size)]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
+        return nearest_centroids(torch.as_tensor(x), self.centroids, chunk_size)[1]
 
     @torch.no_grad()
     def inertia(self, x: torch.Tensor) -> float:
         """Sum of squared distances of rows of x (N, D) to their nearest centroid."""
-        x = torch.as_tensor(x).float()
-        return squared_distances(x, self.centroids.to(x.device)).min(1).values.sum().item()
+        return nearest_centroids(torch.as_tensor(x), self.centroids)[0].sum().item()
 
     def save(self, path: Pathlike) -> None:
         """Write a small .pt file (CPU tensors + metadata), atomically."""
