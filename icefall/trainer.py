@@ -128,6 +128,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--accum-grad", type=int, default=1, help="Batches per optimizer step")
     g.add_argument("--use-fp16", type=str2bool, default=False, help="float16 autocast with a GradScaler")
     g.add_argument("--use-bf16", type=str2bool, default=False, help="bfloat16 autocast (no scaler needed)")
+    g.add_argument("--compile", type=str2bool, default=False,
+                   help="torch.compile the model's forward (in place: checkpoints keep their keys); the first "
+                        "batches of new shapes are slow while they compile (docs/training.md)")
     g.add_argument("--log-interval", type=int, default=50)
     g.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches (and at each epoch end)")
     g.add_argument("--save-every-n", type=int, default=4000, help="Write checkpoint-<batch>.pt every N batches")
@@ -223,6 +226,7 @@ class Trainer:
             keep_last_k=30, average_period=200, max_bad_batches=20, tensorboard=True,
             grad_scale_check_interval=100, min_grad_scale=1.0e-5, find_unused_parameters=False,
             inf_check=False, scan_oom=True, max_saved_batches=3, auto_resume=True, overwrite=False,
+            compile=False,
         )
         for k, v in defaults.items():
             params.setdefault(k, v)
@@ -257,6 +261,10 @@ class Trainer:
         self.num_saved_batches = 0
         self._resume_state: Optional[Dict[str, Any]] = None
         self._load_resume_checkpoint()
+        if params.compile:
+            # In place (nn.Module.compile): parameters, state_dict keys and hooks stay those of
+            # the module itself, so checkpoints and the averaged model are as without it.
+            model.compile()
         if world_size > 1:
             self.model = DDP(
                 model,

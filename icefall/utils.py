@@ -203,7 +203,8 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
       (B, T) bool tensor, True at padded positions (t >= lengths[b]).
     """
     assert lengths.ndim == 1, lengths.shape
-    max_len = max(max_len, int(lengths.max())) if lengths.numel() > 0 else max_len
+    if lengths.numel() > 0 and not torch.compiler.is_compiling():  # (a compiled graph trusts max_len)
+        max_len = max(max_len, int(lengths.max()))
     steps = torch.arange(max_len, device=lengths.device)
     return steps.unsqueeze(0) >= lengths.unsqueeze(1)
 

@@ -269,3 +269,17 @@ def test_validation_that_reads_nothing_is_an_error(tmp_path, valid):
     with pytest.raises(TrainingError, match="Validation read nothing"):
         trainer.train()
     assert not (tmp_path / "exp" / "best-valid-loss.pt").exists()
+
+
+def test_compile_resumes_bitwise_and_checkpoints_keep_plain_keys(tmp_path):
+    """--compile true: the forward runs compiled (in place), checkpoints hold the module's own
+    keys (no ``_orig_mod.`` prefix), and a mid-epoch resume is bitwise exact."""
+    torch._dynamo.reset()
+    full = run(tmp_path / "full", compile=True)
+    assert full.model._compiled_call_impl is not None
+    run(tmp_path / "split", stop_at=8, compile=True)
+    resumed = run(tmp_path / "split", start_batch=8, compile=True)
+    assert_bitwise_equal(params_of(full.model), params_of(resumed.model))
+    assert_bitwise_equal(params_of(full.model_avg), params_of(resumed.model_avg))
+    ck = load_file(tmp_path / "split" / "checkpoint-8.pt")
+    assert set(ck["model"]) == set(make_model().state_dict()) == set(ck["model_avg"])

@@ -58,8 +58,8 @@ VERSION = "1"
 
 
 def _rel_to_abs_gather(pos_scores: Tensor) -> Tensor:
-    """Same result as ``zipformer.rel_to_abs`` with a gather instead of ``as_strided`` (whose
-    strides a trace would freeze at the example's length, and which ONNX cannot express)."""
+    """Same result as ``zipformer.rel_to_abs`` with a gather instead of a flattened view (whose
+    sizes a trace would freeze at the example's length)."""
     T = pos_scores.shape[-2]
     i = torch.arange(T, device=pos_scores.device)
     idx = (T - 1) - i.unsqueeze(1) + i.unsqueeze(0)  # (T, T): column of offset j - i in row i

@@ -430,14 +430,16 @@ def rel_to_abs(pos_scores: Tensor) -> Tensor:
     """(..., T, 2T-1) scores indexed by relative offset -> (..., T, T) indexed by key.
 
     Column ``r`` of row ``i`` holds offset ``r - (T-1)``; the output at (i, j) is the column
-    for offset ``j - i``, i.e. input[..., i, (T-1) - i + j], read with a strided view.
+    for offset ``j - i``, i.e. input[..., i, (T-1) - i + j]. In the flattened rows that is
+    element (T-1) + i (2T-2) + j: a slice of the flat view, split into rows of 2T-2, first T
+    columns. All views, no copy, and traceable by torch.compile (no storage offsets).
     """
     *lead, T, T2 = pos_scores.shape
-    assert T2 == 2 * T - 1 and pos_scores.is_contiguous()
-    s = pos_scores.stride()
-    return pos_scores.as_strided(
-        (*lead, T, T), (*s[:-2], s[-2] - s[-1], s[-1]), pos_scores.storage_offset() + (T - 1) * s[-1]
-    )
+    assert T2 == 2 * T - 1, pos_scores.shape
+    if T == 1:
+        return pos_scores
+    flat = pos_scores.reshape(*lead, T * T2)
+    return flat[..., T - 1 : T - 1 + T * (T2 - 1)].unflatten(-1, (T, T2 - 1))[..., :T]
 
 
 class ValueAttention(nn.Module):
