@@ -69,7 +69,9 @@ def bench(name: str, args) -> Dict:
             step()
             times[label].append(time.perf_counter() - t0)
     e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
-    return dict(encoder=name, eager=e, compiled=c, ratio=c / e, compile_s=first["compiled"] - first["eager"])
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return dict(encoder=name, eager=e, compiled=c, ratio=c / e, compile_s=first["compiled"] - first["eager"],
+                audio_per_s=args.batch * args.seconds / min(e, c), peak_mib=peak)
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
@@ -92,11 +94,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     rows = [bench(name, args) for name in args.encoders]
     print(f"\n{args.device}, {args.threads} thread(s), {args.dtype}, {args.backend}, {args.frontend} front end, batch {args.batch} x "
           f"{args.seconds:g} s, median of {args.steps} interleaved training steps")
-    print("| encoder | eager ms/step | compiled ms/step | compiled / eager | compile s |")
-    print("|---|---|---|---|---|")
+    print("| encoder | eager ms/step | compiled ms/step | compiled / eager | compile s | audio s / s (faster) "
+          "| peak MiB (CUDA, both models) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['encoder']} | {1000 * r['eager']:.1f} | {1000 * r['compiled']:.1f} | "
-              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} |")
+              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} | {r['audio_per_s']:.1f} | {r['peak_mib']:.0f} |")
     return rows
 
 

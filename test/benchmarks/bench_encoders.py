@@ -13,7 +13,7 @@ without it) and oneDNN's primitive cache is off.
 
 Usage:
   python test/benchmarks/bench_encoders.py [--batch 4] [--seconds 10] [--reps 2] [--threads 1]
-      [--default-malloc]
+      [--default-malloc] [--device cpu] [--dtype fp32|fp16|bf16] [--tiny]
 """
 import argparse
 import time
@@ -29,7 +29,7 @@ from icefall.nn.scaling import set_batch_count
 def ours(name: str, wav: torch.Tensor, lens: torch.Tensor, **overrides) -> Tuple[Callable, Callable, int]:
     """(full step, encoder-only step, parameter count); each step returns a scalar loss."""
     torch.manual_seed(0)
-    model = build_encoder(name, **overrides).train()
+    model = build_encoder(name, **overrides).train().to(wav.device)
     set_batch_count(model, 100000)
     with torch.no_grad():
         feats, feat_lens = model.frontend(wav, lens)
@@ -50,7 +50,7 @@ def hugging_face(wav: torch.Tensor) -> Tuple[Callable, Callable, int]:
 
     torch.manual_seed(0)
     # HubertConfig() defaults are HuBERT Base (12 x 768, group-norm CNN, post-norm).
-    model = HubertModel(HubertConfig(layerdrop=0.0, mask_time_prob=0.0)).train()
+    model = HubertModel(HubertConfig(layerdrop=0.0, mask_time_prob=0.0)).train().to(wav.device)
     with torch.no_grad():
         proj = model.feature_projection(model.feature_extractor(wav).transpose(1, 2))
         feats = proj[0] if isinstance(proj, tuple) else proj
@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast dtype")
+    parser.add_argument("--tiny", action="store_true", help="zipformer-tiny vs hubert-tiny, no HF (dry runs)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc malloc as it is (it unmaps large freed blocks)")
     args = parser.parse_args()
@@ -81,16 +84,21 @@ def main() -> None:
 
     n = int(args.seconds * 16000)
     torch.manual_seed(0)
-    wav = torch.randn(args.batch, n)
-    lens = torch.full((args.batch,), n, dtype=torch.long)
+    device = torch.device(args.device)
+    wav = torch.randn(args.batch, n).to(device)
+    lens = torch.full((args.batch,), n, dtype=torch.long, device=device)
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     audio_seconds = args.batch * args.seconds
 
     z, h, hf = "zipformer-ssl-base", "hubert-base (ours)", "hubert-base (HF transformers)"
+    if args.tiny:
+        z, h = "zipformer-tiny", "hubert-tiny (ours)"
     makers = {
-        z: lambda: ours("zipformer-ssl-base", wav, lens),
-        h: lambda: ours("hubert-base", wav, lens, layerdrop=0.0),
-        hf: lambda: hugging_face(wav),
+        z: lambda: ours(z, wav, lens),
+        h: lambda: ours(h.split()[0], wav, lens, layerdrop=0.0),
     }
+    if not args.tiny:
+        makers[hf] = lambda: hugging_face(wav)
     models = {}
     for label, make in makers.items():
         try:
@@ -105,7 +113,11 @@ def main() -> None:
         for label, (full, enc, _) in models.items():
             for kind, step in (("full", full), ("encoder", enc)):
                 t0 = time.perf_counter()
-                step().backward()
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = step()
+                loss.backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 if rep > 0:
                     times.setdefault((label, kind), []).append(time.perf_counter() - t0)
 
@@ -125,7 +137,7 @@ def main() -> None:
     for kind in ("full", "encoder"):
         if z in models and h in models:
             r = per_audio_second(h, kind) / per_audio_second(z, kind)
-            print(f"[{kind}] speed-up of zipformer-ssl-base over hubert-base (ours): {r:.2f}x (target >= 2)")
+            print(f"[{kind}] speed-up of {z} over {h}: {r:.2f}x (target >= 2)")
         if h in models and hf in models:
             r = per_audio_second(h, kind) / per_audio_second(hf, kind)
             print(f"[{kind}] time of ours / HF for hubert-base: {r:.2f} (target <= 1)")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 
-def run_case(case: str, batch: int, seconds: float) -> dict:
+def run_case(case: str, batch: int, seconds: float, device: str = "cpu") -> dict:
     from icefall.ssl.hubert import HubertConfig, HubertModel
     from icefall.nn.masking import compute_mask
 
@@ -40,11 +40,17 @@ def run_case(case: str, batch: int, seconds: float) -> dict:
     class _Front(torch.nn.Module):
         output_dim = 768
 
-    model = HubertModel(_Front(), _Enc(), cfg)
-    out = torch.randn(batch, T, 768, requires_grad=True)
-    labels = torch.randint(0, 500, (batch, T))
-    mask = compute_mask((batch, T), torch.full((batch,), T), 0.8, 10)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = HubertModel(_Front(), _Enc(), cfg).to(device)
+    out = torch.randn(batch, T, 768).to(device).requires_grad_()
+    labels = torch.randint(0, 500, (batch, T)).to(device)
+    mask = compute_mask((batch, T), torch.full((batch,), T), 0.8, 10).to(device)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 1024  # KiB, as ru_maxrss
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     if case == "ours":
         logits = model.logits(out[mask])
@@ -57,8 +63,10 @@ def run_case(case: str, batch: int, seconds: float) -> dict:
             logits = torch.cosine_similarity(proj.unsqueeze(2), model.label_embs_concat[None, None], dim=-1) / 0.1
         loss = F.cross_entropy(logits[mask], labels[mask], reduction="sum")
     loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = torch.cuda.max_memory_allocated() / 1024 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"case": case, "mib": (peak - base) / 1024, "ms": 1000 * elapsed,
             "masked": float(mask.float().mean()), "loss": loss.item()}
 
@@ -67,18 +75,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--device", default="cpu", help="cuda: peak allocated memory instead of RSS")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.batch, args.seconds)))
+        print(json.dumps(run_case(args.case, args.batch, args.seconds, args.device)))
         return
     rows = []
     for case in ("ours", "all-frames", "broadcast"):
         out = subprocess.run([sys.executable, __file__, "--case", case, "--batch", str(args.batch),
-                              "--seconds", str(args.seconds)], capture_output=True, text=True, check=True)
+                              "--seconds", str(args.seconds), "--device", args.device],
+                             capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ours = rows[0]
-    print(f"B={args.batch} x {args.seconds} s ({int(args.seconds * 50)} frames each), 500 classes, "
+    print(f"{args.device}, B={args.batch} x {args.seconds} s ({int(args.seconds * 50)} frames each), 500 classes, "
           f"{100 * ours['masked']:.0f}% of frames masked")
     print("| head + loss (forward+backward) | peak MiB | ms | MiB vs ours | same loss |")
     print("|---|---|---|---|---|")

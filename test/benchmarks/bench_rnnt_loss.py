@@ -14,6 +14,7 @@
 Usage:
   python test/benchmarks/bench_rnnt_loss.py            # B=16 T=500 S=100 V=500
   python test/benchmarks/bench_rnnt_loss.py --batch 4 --frames 100 --symbols 20 --vocab 100
+  python test/benchmarks/bench_rnnt_loss.py --only losses --device cuda   # wall ms, peak allocated
 """
 import argparse
 import ctypes
@@ -154,20 +155,29 @@ def bench_recursion(args, lib):
     return rows
 
 
-def loss_step(kind, B, T, S, V, prune_range=5):
-    """One forward+backward of the loss; returns (CPU seconds, peak RSS growth MiB)."""
+def loss_step(kind, B, T, S, V, prune_range=5, device="cpu"):
+    """One forward+backward of the loss; returns (seconds, peak memory growth MiB): on CPU
+    process time and peak RSS, on CUDA wall clock and peak allocated memory."""
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    am = torch.randn(B, T, V, generator=g).requires_grad_()
-    lm = torch.randn(B, S + 1, V, generator=g).requires_grad_()
-    symbols = torch.randint(1, V, (B, S), generator=g)
+    am = torch.randn(B, T, V, generator=g).to(device).requires_grad_()
+    lm = torch.randn(B, S + 1, V, generator=g).to(device).requires_grad_()
+    symbols = torch.randint(1, V, (B, S), generator=g).to(device)
     boundary = torch.zeros(B, 4, dtype=torch.int64)
     boundary[:, 2] = torch.randint(S // 2, S + 1, (B,), generator=g)
     boundary[:, 3] = torch.randint(T // 2, T + 1, (B,), generator=g)
     boundary[0, 2:] = torch.tensor([S, T])
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    t0 = time.process_time()
+    boundary = boundary.to(device)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        mem_before = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/statm") as f:
+            rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    clock = time.perf_counter if cuda else time.process_time
+    t0 = clock()
     if kind == "full":
         logits = am.unsqueeze(2) + lm.unsqueeze(1)  # (B, T, S+1, V)
         loss = R.rnnt_loss(logits, symbols, 0, boundary, reduction="sum")
@@ -180,7 +190,10 @@ def loss_step(kind, B, T, S, V, prune_range=5):
         pruned = R.rnnt_loss_pruned(am_p + lm_p, symbols, ranges, 0, boundary, reduction="sum")
         loss = 0.5 * simple + pruned
     loss.backward()
-    seconds = time.process_time() - t0
+    if cuda:
+        torch.cuda.synchronize()
+        return clock() - t0, (torch.cuda.max_memory_allocated() - mem_before) / 2**20
+    seconds = clock() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return seconds, (peak - rss_before) / 2**20
 
@@ -190,7 +203,7 @@ def bench_losses(args):
     for kind in ["simple+pruned", "full"]:
         cmd = [sys.executable, os.path.abspath(__file__), "--_child", kind,
                "--batch", str(args.batch), "--frames", str(args.frames),
-               "--symbols", str(args.symbols), "--vocab", str(args.vocab)]
+               "--symbols", str(args.symbols), "--vocab", str(args.vocab), "--device", args.device]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[kind] = json.loads(out.strip().splitlines()[-1])
     return rows
@@ -204,22 +217,23 @@ def main():
     parser.add_argument("--vocab", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", choices=["all", "losses", "recursion"], default="all")
+    parser.add_argument("--device", default="cpu", help="loss steps only (the recursion comparison is CPU)")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        seconds, mib = loss_step(args._child, args.batch, args.frames, args.symbols, args.vocab)
+        seconds, mib = loss_step(args._child, args.batch, args.frames, args.symbols, args.vocab, device=args.device)
         print(json.dumps({"seconds": seconds, "peak_mib": mib}))
         return
 
     torch.set_num_threads(1)
-    print(f"B={args.batch} T={args.frames} S={args.symbols} V={args.vocab}, 1 thread, torch {torch.__version__}")
+    print(f"B={args.batch} T={args.frames} S={args.symbols} V={args.vocab}, {args.device}, 1 thread, torch {torch.__version__}")
     if args.only in ("all", "losses"):
         losses = bench_losses(args)
         sp, full = losses["simple+pruned"], losses["full"]
         print("\nloss step (forward+backward), subprocess each")
-        print(f"{'variant':<16}{'CPU ms':>10}{'peak MiB':>10}")
+        print("| variant | ms | peak MiB |\n|---|---|---|")
         for kind, r in losses.items():
-            print(f"{kind:<16}{1e3 * r['seconds']:>10.1f}{r['peak_mib']:>10.1f}")
+            print(f"| {kind} | {1e3 * r['seconds']:.1f} | {r['peak_mib']:.1f} |")
         print(f"ratio simple+pruned / full: time {sp['seconds'] / full['seconds']:.3f}, "
               f"memory {sp['peak_mib'] / full['peak_mib']:.3f} (target <= 0.1)")
     if args.only == "losses":
