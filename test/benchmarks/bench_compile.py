@@ -91,15 +91,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     if args.dry_run:
         args.encoders, args.batch, args.seconds, args.steps, args.backend = ["hubert-tiny"], 2, 0.5, 2, "eager"
     torch.set_num_threads(args.threads)
-    rows = [bench(name, args) for name in args.encoders]
     print(f"\n{args.device}, {args.threads} thread(s), {args.dtype}, {args.backend}, {args.frontend} front end, batch {args.batch} x "
           f"{args.seconds:g} s, median of {args.steps} interleaved training steps")
     print("| encoder | eager ms/step | compiled ms/step | compiled / eager | compile s | audio s / s (faster) "
           "| peak MiB (CUDA, both models) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for name in args.encoders:  # each row as soon as it is measured: a time limit keeps the others
+        r = bench(name, args)
+        rows.append(r)
         print(f"| {r['encoder']} | {1000 * r['eager']:.1f} | {1000 * r['compiled']:.1f} | "
-              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} | {r['audio_per_s']:.1f} | {r['peak_mib']:.0f} |")
+              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} | {r['audio_per_s']:.1f} | {r['peak_mib']:.0f} |", flush=True)
     return rows
 
 
