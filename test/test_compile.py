@@ -40,6 +40,13 @@ def test_zipformer_encoder_inference_forward_is_one_graph():
     assert _graph_breaks(encoder, feats, feat_lens) == (1, [])
 
 
+def test_hubert_training_forward_with_cnn_front_end_is_one_graph():
+    torch.manual_seed(0)
+    model = build_encoder("hubert-tiny").train()  # wav2vec2 CNN over waveform, then the encoder
+    wav, lens = torch.randn(2, 4000), torch.tensor([4000, 3000])
+    assert _graph_breaks(model, wav, lens) == (1, [])
+
+
 @pytest.mark.parametrize("T", [1, 2, 7])
 def test_rel_to_abs_reads_the_offset_of_each_key(T):
     pos = torch.randn(3, 2, T, 2 * T - 1)
