@@ -16,7 +16,8 @@ Two synthetic sets with known "phone" labels (so PNMI can be reported):
   in a 32-d subspace plus isotropic noise, 500 clusters as in iteration 2.
 
 Inertia is the mean squared distance of every frame to its nearest centroid, computed the same
-way for all three. Times are wall clock with ``--threads`` threads for everyone.
+way for all three. Times are wall clock with ``--threads`` threads for everyone, and the
+process's CPU time (steadier than wall clock on a shared machine; data generation excluded).
 
 Usage:
   python test/benchmarks/bench_kmeans.py [--sets mfcc layer] [--frames 200000]
@@ -123,13 +124,15 @@ def bench_set(name: str, x: torch.Tensor, phones: torch.Tensor, k: int, sklearn_
         if label.split()[0] not in args.methods or ("256 K" in label and 256 * k >= len(x)):
             continue
         try:
+            cpu0 = time.process_time()
             fit_s, label_s, centroids, labels = run()
+            cpu_s = time.process_time() - cpu0
         except ImportError as e:
             print(f"skipping {label}: {e}")
             continue
         dmin, nearest = nearest_centroids(x, centroids)
         rows.append(dict(
-            set=name, method=label, fit=fit_s, label=label_s, total=fit_s + label_s,
+            set=name, method=label, fit=fit_s, label=label_s, total=fit_s + label_s, cpu=cpu_s,
             inertia=dmin.mean().item(), labels_are_nearest=bool(torch.equal(nearest, labels)),
             pnmi=unit_quality(phones.numpy(), labels.numpy())["pnmi"],
         ))
@@ -138,19 +141,22 @@ def bench_set(name: str, x: torch.Tensor, phones: torch.Tensor, k: int, sklearn_
 
 def print_table(name: str, desc: str, rows: List[Dict]) -> None:
     print(f"\n{name}: {desc}")
-    print("| method | fit s | label s | fit + label s | inertia / frame | PNMI | time vs ours | inertia vs ours |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | fit s | label s | fit + label s | CPU s | inertia / frame | PNMI | time vs ours | CPU vs ours "
+          "| inertia vs ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ours = rows[0] if rows and rows[0]["method"].startswith("ours") else None
     for r in rows:
         rel_t = f"{r['total'] / ours['total']:.1f}x" if ours else "-"
+        rel_c = f"{r['cpu'] / ours['cpu']:.1f}x" if ours else "-"
         rel_i = f"{r['inertia'] / ours['inertia']:.4f}" if ours else "-"
-        print(f"| {r['method']} | {r['fit']:.2f} | {r['label']:.2f} | {r['total']:.2f} | "
-              f"{r['inertia']:.4g} | {r['pnmi']:.3f} | {rel_t} | {rel_i} |")
+        print(f"| {r['method']} | {r['fit']:.2f} | {r['label']:.2f} | {r['total']:.2f} | {r['cpu']:.2f} | "
+              f"{r['inertia']:.4g} | {r['pnmi']:.3f} | {rel_t} | {rel_c} | {rel_i} |")
     if ours:
         for r in rows:
             if not r["method"].startswith("ours"):
                 other = r["method"].split()[0]
-                print(f"[{name}] fit + label time {other}/ours: {r['total'] / ours['total']:.1f}x; "
+                print(f"[{name}] fit + label time {other}/ours: {r['total'] / ours['total']:.1f}x "
+                      f"(CPU time {r['cpu'] / ours['cpu']:.1f}x); "
                       f"inertia ours/{other}: {ours['inertia'] / r['inertia']:.4f}")
 
 
