@@ -7,7 +7,6 @@ checkpoint records, and the one loader of every checkpoint kind the project meet
     model, config = load_model("exp/hubert-base-fairseq.pt")     # hubert/convert_fairseq.py
     model, config = load_model("fairseq:hubert_base_ls960.pt")   # a raw fairseq HuBERT file
     model, config = load_model("icefall:exp/epoch-30.pt")        # an icefall / k2SSL checkpoint
-    model, config = load_model("hf-wavlm:wavlm-base-plus/")      # an HF WavLM save_pretrained dir
     model, config = load_model("hf:wav2vec2-base")               # a Hugging Face save_pretrained dir
     model, config = load_model(path, expect="asr", purpose="decode.py")  # kind checked
 
@@ -73,7 +72,6 @@ _TASK_CONFIGS: Dict[str, str] = {"asr": "icefall.asr.model:AsrConfig"}
 _FOREIGN_READERS: Dict[str, str] = {
     "fairseq": "icefall.ssl.fairseq_import:read_fairseq_model",
     "icefall": "icefall.ssl.icefall_import:read_icefall_model",
-    "hf-wavlm": "icefall.ssl.hf_import:read_hf_wavlm",
     "hf": "icefall.ssl.hf_import:read_hf_model",
 }
 
@@ -424,7 +422,7 @@ def load_model(spec: PathLike, expect: Optional[str] = None, purpose: str = "",
         ``epoch-N.pt``/``checkpoint-B.pt``, ``export.py``'s ``pretrained.pt``, a file of
         ``hubert/convert_fairseq.py``), a fairseq HuBERT or wav2vec 2.0 file (``fairseq:<path>``,
         or detected), an icefall one (``icefall:<path>``) or a Hugging Face model directory
-        (``hf:<dir>``: Wav2Vec2Model, Data2VecAudioModel).
+        (``hf:<dir>``: Wav2Vec2Model, Data2VecAudioModel, WavLMModel).
       expect: "pretrain" or "asr" to require that kind (:class:`CheckpointKindError`).
       purpose: the entry point, named in errors (e.g. "decode.py").
       averaged: use the running-average weights (``model_avg``) when present.

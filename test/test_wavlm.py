@@ -14,6 +14,7 @@ from icefall.nn.configs import EncoderConfig, encoder_config
 from icefall.nn.transformer import MultiheadSelfAttention, RelativePositionBias, relative_position_bucket
 from icefall.ssl.hubert import HubertModel
 from icefall.ssl.wavlm import MixPlan, WavlmConfig, mix_utterances, sample_mix_plan
+from icefall.ssl.hf_import import read_hf_wavlm
 from icefall.utils import AttributeDict, MetricsTracker
 
 transformers = pytest.importorskip("transformers")
@@ -114,7 +115,7 @@ def save_hf_wavlm(directory, pre_norm: bool, do_normalize: bool = False):
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_hf_wavlm_hidden_states_match(tmp_path, pre_norm):
     hf = save_hf_wavlm(tmp_path, pre_norm, do_normalize=pre_norm)
-    model, config = load_model(f"hf-wavlm:{tmp_path}")
+    model, config = load_model(f"hf:{tmp_path}")
     assert config.objective == "wavlm" and config.encoder.encoder.gated_rel_pos_bias
     assert model.encoder.layer_norm_first == pre_norm and model.frontend.normalize == pre_norm
     g = torch.Generator().manual_seed(5)
@@ -138,7 +139,7 @@ def test_hf_wavlm_hidden_states_match(tmp_path, pre_norm):
 
 
 def test_finetuning_starts_from_hf_wavlm(tmp_path):
-    """finetune.py --init-ckpt hf-wavlm:<dir>: the fine-tuned encoder is HF's WavLM (gated bias
+    """finetune.py --init-ckpt hf:<dir>: the fine-tuned encoder is HF's WavLM (gated bias
     included), through the common loader."""
     from icefall.asr.finetune import get_parser as finetune_parser, load_ssl_model
     from icefall.data.tokenizer import load_tokenizer, make_char_lang
@@ -146,7 +147,7 @@ def test_finetuning_starts_from_hf_wavlm(tmp_path):
     hf = save_hf_wavlm(tmp_path / "hf", pre_norm=False)
     lang = make_char_lang(["a b", "c a"], tmp_path / "lang")
     params = vars(finetune_parser(use_ctc=True, use_transducer=False, mask_prob=0.0).parse_args(
-        ["--init-ckpt", f"hf-wavlm:{tmp_path / 'hf'}", "--lang-dir", str(lang)]))
+        ["--init-ckpt", f"hf:{tmp_path / 'hf'}", "--lang-dir", str(lang)]))
     params["vocab_size"], params["blank_id"] = load_tokenizer(lang).vocab_size, 0
     ssl = load_ssl_model(AttributeDict(params)).eval()
     wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(6))
@@ -157,13 +158,13 @@ def test_finetuning_starts_from_hf_wavlm(tmp_path):
 
 def test_hf_wavlm_bad_input_names_the_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_model(f"hf-wavlm:{tmp_path / 'nowhere'}")
+        load_model(f"hf:{tmp_path / 'nowhere'}")
     other = tmp_path / "hubert"
     transformers.HubertModel(transformers.HubertConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
         conv_dim=[16], conv_kernel=[10], conv_stride=[5])).save_pretrained(other)
     with pytest.raises(ValueError, match=re.escape(str(other)) + ".*model_type 'hubert'"):
-        load_model(f"hf-wavlm:{other}")
+        read_hf_wavlm(other)
     extra = tmp_path / "extra"
     save_hf_wavlm(extra, pre_norm=False)
     from safetensors.torch import load_file, save_file
@@ -172,7 +173,7 @@ def test_hf_wavlm_bad_input_names_the_directory(tmp_path):
     sd["encoder.layers.0.attention.mystery.weight"] = torch.zeros(2)
     save_file(sd, str(extra / "model.safetensors"))
     with pytest.raises(ValueError, match=re.escape(str(extra)) + ".*mystery"):
-        load_model(f"hf-wavlm:{extra}")
+        load_model(f"hf:{extra}")
 
 
 # ---------------------------------------------------------------------- utterance mixing

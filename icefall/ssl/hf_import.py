@@ -3,7 +3,7 @@ and ``model.safetensors``, its shards, or ``pytorch_model.bin`` read with ``weig
 our models, without importing ``transformers``.
 
     model, config = load_model("hf:/path/to/wav2vec2-base")      # any supported model_type
-    model, config = load_model("hf-wavlm:wavlm-base-plus/")      # WavLM (also through "hf:")
+    model, config = load_model("hf:wavlm-base-plus/")      # WavLM
 
 ``read_hf_model`` (``hf:<dir>``) dispatches on ``config.json``'s ``model_type``:
 
@@ -174,7 +174,7 @@ def read_hf_state_dict(directory: PathLike) -> Dict[str, Tensor]:
 
 def read_hf_wavlm(directory: PathLike) -> Tuple[Dict[str, Tensor], ModelConfig]:
     """(our WavlmModel state dict, its ModelConfig) of an HF WavLM ``save_pretrained``
-    directory: the reader :func:`icefall.models.load_model` uses for ``hf-wavlm:<dir>``."""
+    directory (:func:`read_hf_model` reads ``model_type`` "wavlm" with it)."""
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"{d}: no such directory (an HF save_pretrained directory is expected)")
@@ -186,7 +186,7 @@ def read_hf_wavlm(directory: PathLike) -> Tuple[Dict[str, Tensor], ModelConfig]:
     hf_state = read_hf_state_dict(d)
     try:
         state = convert_hf_wavlm_state_dict(hf_state)
-        config = wavlm_config_from_hf(cfg, do_normalize, source=f"hf-wavlm:{d}")
+        config = wavlm_config_from_hf(cfg, do_normalize, source=f"hf:{d}")
     except HfCheckpointError as e:
         raise HfCheckpointError(f"{d}: {e}") from e
     return state, config
