@@ -143,6 +143,8 @@ class MultiheadSelfAttention(nn.Module):
         super().__init__()
         assert embed_dim % num_heads == 0
         self.num_heads = num_heads
+        # Fixed logit scale: channel pruning (icefall.prune.nas) may shrink the q/k/v width.
+        self.scaling = (embed_dim // num_heads) ** -0.5
         self.dropout = dropout
         self.k_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
@@ -173,7 +175,7 @@ class MultiheadSelfAttention(nn.Module):
         H = self.num_heads
 
         def heads(t: Tensor) -> Tensor:
-            return t.reshape(B, T, H, D // H).transpose(1, 2)
+            return t.reshape(B, T, H, -1).transpose(1, 2)
 
         if self.gated_rel_pos_bias:
             if rel_pos_bias is None:
@@ -184,9 +186,10 @@ class MultiheadSelfAttention(nn.Module):
             attn_mask = bias
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         out = nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scaling,
         )
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
 class TransformerEncoderLayer(nn.Module):

@@ -37,6 +37,8 @@ def folded_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     for name, m in masked_layers(model).items():
         prefix = f"{name}." if name else ""
         sd[prefix + "weight"] = m.folded_weight()
+        if m.bias is not None:
+            sd[prefix + "bias"] = m.folded_bias()
         for k in m.extra_keys:
             sd.pop(prefix + k, None)
     return sd

@@ -6,8 +6,9 @@ fine-tuning loop with :class:`PruneHooks`, which
 - prepares the model (``--method``): ``gates`` puts a self-pinching gate on every selected
   linear layer; ``uniform`` (UMP) and ``mixed`` load a fine-tuned dense model (``--dense-ckpt``)
   and fix magnitude masks (one sparsity everywhere / the per-layer sparsities of a gated run's
-  ``sparsity.json``); ``none`` fine-tunes without pruning (the dense baseline);
-- gives the thresholds their own ScaledAdam group (an Adam step of about ``--threshold-lr``,
+  ``sparsity.json``); ``nas`` searches channel widths of every Transformer block (NAS-CP,
+  ``icefall.prune.nas``); ``none`` fine-tunes without pruning (the dense baseline);
+- gives the thresholds (NAS-CP: the architecture logits) their own ScaledAdam group (an Adam step of about ``--threshold-lr``,
   decayed by the same Eden schedule), adds ``eta * frames * R`` to the summed CTC loss and
   runs the :class:`~icefall.prune.gates.GateController` before each batch;
 - after training writes to ``--exp-dir``: ``sparsity.{md,png,json}`` (per-layer report),
@@ -36,6 +37,7 @@ from icefall.models import check_kind, model_config_of
 from icefall.prune.baselines import mixed_sparsity_prune, uniform_magnitude_prune
 from icefall.prune.export import export_compact, folded_state_dict
 from icefall.prune.gates import (
+    GATE_KINDS,
     TRANSFORMER_PATTERNS,
     ZIPFORMER_PATTERNS,
     GateController,
@@ -45,11 +47,22 @@ from icefall.prune.gates import (
     gate_regularizer,
     masked_layers,
 )
+from icefall.prune.nas import (
+    PAPER_PRUNE_FRACTIONS,
+    add_nas_channels,
+    arch_parameters,
+    extra_parameter_counts,
+    nas_owners,
+    nas_regularizer,
+    nas_summary,
+    resample_gumbel,
+)
 from icefall.prune.report import write_sparsity_report
 from icefall.trainer import Trainer, make_optimizer
 from icefall.utils import AttributeDict
 
-METHODS = ("none", "gates", "uniform", "mixed")
+METHODS = ("none", "gates", "uniform", "mixed", "nas")
+SEARCHED = ("gates", "nas")  # methods whose masks are learnt with eta * R and the controller
 CONTROLLERS = ("paper", "hold", "band")
 PRESETS = {"zipformer": ZIPFORMER_PATTERNS, "transformer": TRANSFORMER_PATTERNS}
 
@@ -60,11 +73,16 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                    help="gates: one-pass self-pinching gates (start from --init-ckpt); uniform: UMP of "
                         "--dense-ckpt; mixed: magnitude pruning of --dense-ckpt to the per-layer "
                         "sparsities of --sparsity-from; none: no pruning (dense baseline)")
+    g.add_argument("--gate-scale", default="absolute", choices=sorted(GATE_KINDS),
+                   help="gates: absolute = keep |W| >= t (the paper); rms = keep |W| >= t * rms(W), a "
+                        "threshold relative to each layer's weight scale")
+    g.add_argument("--nas-fractions", type=float, nargs="+", default=list(PAPER_PRUNE_FRACTIONS),
+                   help="nas: fractions of the channels each candidate prunes (the paper's 7)")
     g.add_argument("--target-sparsity", type=float, default=0.7, help="overall sparsity of the pruned layers")
     g.add_argument("--patterns", nargs="+", default=["zipformer"],
                    help="layers to prune: a preset (zipformer, transformer) or regexes of module names")
     g.add_argument("--eta", type=float, default=1.0, help="weight of the normalised soft-L0 regulariser")
-    g.add_argument("--tau-start", type=float, default=0.5)
+    g.add_argument("--tau-start", type=float, default=0.5, help="gates: tau; nas: the Gumbel temperature T")
     g.add_argument("--tau-end", type=float, default=0.01)
     g.add_argument("--threshold-init", type=float, default=1e-5)
     g.add_argument("--threshold-lr", type=float, default=2e-4,
@@ -138,9 +156,19 @@ def controlled_eta(ctrl: GateController, model: nn.Module, step: int, sparsity: 
     if mode == "band" and sparsity > ctrl.target_sparsity + band:
         eta = -ctrl.eta
     if mode != "paper":
-        for t in gate_parameters(model):
+        for t in search_parameters(model):
             t.requires_grad_(eta != 0)
     return eta
+
+
+def search_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The parameters the regulariser trains: gate thresholds or NAS-CP architecture logits."""
+    return gate_parameters(model) + arch_parameters(model)
+
+
+def regularizer(model: nn.Module) -> torch.Tensor:
+    """The normalised size term R of the model's searched masks (gates or NAS-CP)."""
+    return nas_regularizer(model) if nas_owners(model) else gate_regularizer(model)
 
 
 class PruneHooks:
@@ -164,7 +192,11 @@ class PruneHooks:
             logging.info(f"Loaded the dense model from {params.dense_ckpt}")
         patterns = resolve_patterns(params.patterns)
         if method == "gates":
-            names = add_gates(model, patterns, threshold_init=params.threshold_init, tau=params.tau_start)
+            names = add_gates(model, patterns, threshold_init=params.threshold_init, tau=params.tau_start,
+                              scale=params.get("gate_scale", "absolute"))
+        elif method == "nas":  # the 6 linears of every Transformer block; --patterns does not apply
+            names = add_nas_channels(model, params.nas_fractions, tau=params.tau_start)
+            logging.info(f"NAS-CP extra parameters: {extra_parameter_counts(model)}")
         elif method == "uniform":
             names = uniform_magnitude_prune(model, patterns, params.target_sparsity)
         elif method == "mixed":
@@ -183,17 +215,18 @@ class PruneHooks:
                          f"sparsity now {100 * overall:.2f}%")
 
     def make_optimizer(self, model: nn.Module, params: AttributeDict):
-        """ScaledAdam + Eden as in fine-tuning; with gates, the thresholds form a second group
-        (Adam-like scalar steps of ``threshold_lr``, no clipping)."""
-        if params.method != "gates":
+        """ScaledAdam + Eden as in fine-tuning; with gates (NAS-CP), the thresholds (architecture
+        logits) form a second group (Adam-like steps of ``threshold_lr``, no clipping)."""
+        if params.method not in SEARCHED:
             return make_optimizer(model, params)
         from icefall.optim import Eden, ScaledAdam
 
-        thresholds = {id(t) for t in gate_parameters(model)}
-        main = [p for p in model.parameters() if p.requires_grad and id(p) not in thresholds]
+        searched = search_parameters(model)
+        ids = {id(t) for t in searched}
+        main = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         groups = [
             {"params": main},
-            {"params": gate_parameters(model), "lr": params.threshold_lr, "scalar_lr_scale": 1.0,
+            {"params": searched, "lr": params.threshold_lr, "scalar_lr_scale": 1.0,
              "clipping_scale": None},
         ]
         optimizer = ScaledAdam(groups, lr=params.base_lr, clipping_scale=params.get("clipping_scale", 2.0))
@@ -210,7 +243,7 @@ class PruneHooks:
         def loss_fn(model: nn.Module, batch: Dict, is_training: bool):
             loss, info = compute_loss(model, batch, is_training)
             if is_training and self.eta != 0:
-                loss = loss + self.eta * info["frames"] * gate_regularizer(unwrap_model(model))
+                loss = loss + self.eta * info["frames"] * regularizer(unwrap_model(model))
             return loss, info
 
         return loss_fn
@@ -220,7 +253,9 @@ class PruneHooks:
         model = unwrap_model(trainer.model)
         if not masked_layers(model):
             return
-        if p.method == "gates":
+        if p.method in SEARCHED:
+            if p.method == "nas":
+                resample_gumbel(model)  # one draw per step, shared by a group's layers
             if self.ctrl is None:
                 per_epoch = self.batches_per_epoch or 1
                 total = max(1, per_epoch * p.num_epochs // p.accum_grad)
@@ -257,6 +292,9 @@ def finish_pruning(model: nn.Module, params: AttributeDict) -> Dict[str, Any]:
         title = f"{params.method}, target {100 * params.target_sparsity:.0f}%"
         write_sparsity_report(model, exp_dir, "sparsity", title)
         _write_json(exp_dir / "sparsity.json", {"overall": gated, "layers": per_layer})
+    if nas_owners(model):
+        summary["nas_kept_fraction"] = nas_summary(model)
+        summary.update(extra_parameter_counts(model))
     folded = folded_state_dict(model)
     weights = [n for n, _ in model.named_parameters() if n in folded]  # thresholds are not weights
     keep = {k: v.clone() for k, v in folded.items()}

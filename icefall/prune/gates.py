@@ -87,6 +87,11 @@ class MaskedLinear(nn.Linear):
         """``weight * binary_mask()``: the weight a pruned model ships with."""
         return self.weight * self.binary_mask()
 
+    @torch.no_grad()
+    def folded_bias(self):
+        """The bias a pruned model ships with (masked only by channel pruning)."""
+        return self.bias
+
     def to_linear(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the binary mask folded into the weight."""
         lin = nn.Linear(
@@ -99,7 +104,7 @@ class MaskedLinear(nn.Linear):
         with torch.no_grad():
             lin.weight.copy_(self.folded_weight())
             if self.bias is not None:
-                lin.bias.copy_(self.bias)
+                lin.bias.copy_(self.folded_bias())
         lin.train(self.training)
         return lin
 
@@ -146,13 +151,17 @@ class GatedLinear(MaskedLinear):
         g.tau = float(tau)
         return g
 
+    def gate_input(self) -> torch.Tensor:
+        """What the threshold is compared with: W^2 (shape of ``weight``)."""
+        return self.weight.square()
+
     def soft_mask(self) -> torch.Tensor:
         """sigmoid((W^2 - t^2) / tau), shape (out_features, in_features), differentiable."""
-        return torch.sigmoid((self.weight.square() - self.threshold.square()) / self.tau)
+        return torch.sigmoid((self.gate_input() - self.threshold.square()) / self.tau)
 
     def binary_mask(self) -> torch.Tensor:
         with torch.no_grad():
-            return (self.weight.square() >= self.threshold.square()).to(self.weight.dtype)
+            return (self.gate_input() >= self.threshold.square()).to(self.weight.dtype)
 
     def mask(self) -> torch.Tensor:
         # Straight-through: value = binary mask exactly (soft - soft.detach() is exactly 0),
@@ -162,6 +171,27 @@ class GatedLinear(MaskedLinear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, threshold={self.threshold.item():.3g}, tau={self.tau:.3g}"
+
+
+class ScaleAwareGatedLinear(GatedLinear):
+    """A self-pinching gate whose threshold is relative to the layer's weight scale:
+    ``(W / rms(W))^2`` replaces ``W^2`` in the soft and binary masks, i.e. an entry is kept when
+    ``|W_ij| >= t * rms(W)``.
+
+    One absolute threshold per layer moves by about one Adam lr per step whatever the layer's
+    scale, so a layer whose weights are all small (the Zipformer's out_proj, |W| ~ 1e-3) is
+    wiped out as soon as its threshold passes them; relative to the scale, ``t`` means the same
+    quantile-like cut in every layer. ``rms(W)`` is taken without gradient (a per-step
+    normalisation, not something the regulariser can shrink to cheat); tau then applies to
+    normalised squares. For the masks only; ``current_sparsity`` etc. are unchanged.
+    """
+
+    def gate_input(self) -> torch.Tensor:
+        scale = self.weight.detach().square().mean().clamp_min(torch.finfo(self.weight.dtype).tiny)
+        return self.weight.square() / scale
+
+
+GATE_KINDS = {"absolute": GatedLinear, "rms": ScaleAwareGatedLinear}
 
 
 def _as_list(patterns: Patterns) -> List[str]:
@@ -196,16 +226,21 @@ def replace_modules(
 
 
 def add_gates(model: nn.Module, patterns: Patterns, threshold_init: float = 1e-5,
-              tau: float = 0.5) -> List[str]:
+              tau: float = 0.5, scale: str = "absolute") -> List[str]:
     """Put a self-pinching gate on every ``nn.Linear`` whose name matches ``patterns``.
 
-    Modifies ``model`` in place (weights and biases are shared, not copied) and returns the
-    names of the gated layers.  Raises if nothing matches, which is almost always a typo.
+    ``scale``: ``absolute`` (the paper: ``|W| >= t``) or ``rms`` (``|W| >= t * rms(W)``,
+    :class:`ScaleAwareGatedLinear`). Modifies ``model`` in place (weights and biases are shared,
+    not copied) and returns the names of the gated layers.  Raises if nothing matches, which is
+    almost always a typo.
     """
+    if scale not in GATE_KINDS:
+        raise ValueError(f"gate scale must be one of {sorted(GATE_KINDS)}, got {scale!r}")
+    kind = GATE_KINDS[scale]
     names = select_linears(model, patterns)
     if not names:
         raise ValueError(f"No nn.Linear module matches {patterns!r}")
-    replace_modules(model, names, lambda _, lin: GatedLinear.from_linear(lin, threshold_init, tau))
+    replace_modules(model, names, lambda _, lin: kind.from_linear(lin, threshold_init, tau))
     return names
 
 
@@ -258,9 +293,11 @@ def gate_regularizer(model: nn.Module) -> torch.Tensor:
 
 
 def set_tau(model: nn.Module, tau: float) -> None:
-    """Set the temperature of every gate."""
-    for m in gated_layers(model).values():
-        m.tau = float(tau)
+    """Set the temperature of every gate (and the Gumbel temperature T of NAS-CP groups: every
+    masked layer with a ``tau``)."""
+    for m in masked_layers(model).values():
+        if hasattr(m, "tau"):
+            m.tau = float(tau)
 
 
 class GateController:
