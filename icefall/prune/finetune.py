@@ -93,7 +93,8 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                         "back (eta negated) above target + --band (docs/pruning.md)")
     g.add_argument("--band", type=float, default=0.005, help="band controller: tolerated excess sparsity")
     g.add_argument("--dense-ckpt", type=Path, default=None,
-                   help="uniform/mixed: the fine-tuned dense model (pruned.pt or epoch-N.pt; its 'model')")
+                   help="uniform/mixed: the fine-tuned dense model (pruned.pt or epoch-N.pt; its 'model'); "
+                        "gates/nas/none: optional, start from it (e.g. an icefall.prune.hf_ctc conversion)")
     g.add_argument("--sparsity-from", type=Path, default=None,
                    help="mixed: sparsity.json written by a gated run (per-layer sparsities)")
 
@@ -182,9 +183,9 @@ class PruneHooks:
     # --------------------------------------------------------------- before training
     def setup_model(self, model: nn.Module, params: AttributeDict) -> None:
         method = params.method
-        if method in ("uniform", "mixed"):
-            if params.dense_ckpt is None:
-                raise ValueError(f"--method {method} needs --dense-ckpt (a fine-tuned dense model)")
+        if method in ("uniform", "mixed") and params.dense_ckpt is None:
+            raise ValueError(f"--method {method} needs --dense-ckpt (a fine-tuned dense model)")
+        if params.get("dense_ckpt") is not None:  # gates / nas: start from a fine-tuned model, head included
             ckpt = load_file(params.dense_ckpt)
             if ckpt.get("params"):  # ours: a pretraining checkpoint is refused by name, not by missing keys
                 check_kind(model_config_of(ckpt, params.dense_ckpt), "asr", params.dense_ckpt, "--dense-ckpt")

@@ -11,6 +11,8 @@ our models, without importing ``transformers``.
   ``Wav2Vec2ForCTC``): group-norm (Base) or layer-norm (``feat_extract_norm="layer"``) CNN,
   post-norm or pre-norm (``do_stable_layer_norm``) layers -> our ``wav2vec2`` objective;
   ``Wav2Vec2ForPreTraining`` 's quantizer, ``project_q`` and ``project_hid`` become its head.
+- ``hubert`` (``HubertModel`` / ``HubertForCTC``): wav2vec 2.0's keys and encoder (with the
+  feature-projection LayerNorm) -> the ``hubert`` objective's model, its head afresh.
 - ``data2vec-audio`` (``Data2VecAudioModel``): layer-norm CNN, a stack of
   ``num_conv_pos_embeddings`` positional convs (``pos_conv_depth``), post-norm layers -> the
   ``hubert`` objective's model (front end, encoder and mask embedding: what fine-tuning,
@@ -272,6 +274,12 @@ def _wav2vec2_encoder(cfg: Dict[str, Any], path: Path, normalize: bool) -> Dict[
                 conv_pos=int(cfg["num_conv_pos_embeddings"]), pos_conv_depth=1)
 
 
+def _hubert_encoder(cfg: Dict[str, Any], path: Path, normalize: bool) -> Dict[str, Any]:
+    # HF HuBERT has wav2vec 2.0's layout; these two switches change it
+    _check(cfg, path, {"feat_proj_layer_norm": True, "conv_pos_batch_norm": False})
+    return _wav2vec2_encoder(cfg, path, normalize)
+
+
 def _data2vec_encoder(cfg: Dict[str, Any], path: Path, normalize: bool) -> Dict[str, Any]:
     depth, kernel = int(cfg["num_conv_pos_embeddings"]), int(cfg["conv_pos_kernel_size"])
     if kernel < 3:  # ours: kernel max(3, conv_pos // depth), as fairseq
@@ -310,6 +318,7 @@ class HfModelSpec:
 HF_MODELS: Dict[str, HfModelSpec] = {
     "wav2vec2": HfModelSpec("wav2vec2.", _WAV2VEC2_BODY + _WAV2VEC2_POS + _WAV2VEC2_HEAD, _wav2vec2_encoder,
                             "wav2vec2", _wav2vec2_objective),
+    "hubert": HfModelSpec("hubert.", _WAV2VEC2_BODY + _WAV2VEC2_POS, _hubert_encoder, "hubert"),
     "data2vec-audio": HfModelSpec("data2vec_audio.", _WAV2VEC2_BODY + _DATA2VEC_POS, _data2vec_encoder, "hubert"),
 }
 
