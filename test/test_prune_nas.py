@@ -215,6 +215,7 @@ def test_recipe_hooks_run_nas_and_write_a_plain_checkpoint(tmp_path):
     assert len(nas_owners(enc)) == 4
     opt, _ = hooks.make_optimizer(enc, params)
     assert opt.param_groups[1]["params"] == arch_parameters(enc)
+    assert opt.param_groups[1]["base_lr"] == 0.05  # --arch-lr, not --threshold-lr
 
     x, lens = torch.randn(2, 5, 8), torch.tensor([5, 5])
 

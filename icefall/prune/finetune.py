@@ -87,6 +87,8 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold-init", type=float, default=1e-5)
     g.add_argument("--threshold-lr", type=float, default=2e-4,
                    help="base lr of the thresholds' own ScaledAdam group (Adam-like steps, Eden-decayed)")
+    g.add_argument("--arch-lr", type=float, default=0.05,
+                   help="nas: lr of the architecture logits' group (they must cross O(1) gaps, thresholds O(|W|))")
     g.add_argument("--controller", default="band", choices=CONTROLLERS,
                    help="gates: paper = eta 0 while the target is met (the task loss still moves the "
                         "thresholds); hold = also freeze the thresholds then; band = hold, and pull "
@@ -227,7 +229,8 @@ class PruneHooks:
         main = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         groups = [
             {"params": main},
-            {"params": searched, "lr": params.threshold_lr, "scalar_lr_scale": 1.0,
+            {"params": searched, "lr": params.get("arch_lr", 0.05) if params.method == "nas" else params.threshold_lr,
+             "scalar_lr_scale": 1.0,
              "clipping_scale": None},
         ]
         optimizer = ScaledAdam(groups, lr=params.base_lr, clipping_scale=params.get("clipping_scale", 2.0))
