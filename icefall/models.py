@@ -307,9 +307,21 @@ class SslEncoder(nn.Module):
         """Unmasked per-layer outputs: index 0 the front end, 1..L the encoder layers (restricted
         to ``layers`` when given), each (B,T,D_l); and lens (B,)."""
         x, lens = self.frontend(source, source_lens)
-        _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
-        all_layers = [x] + list(hidden)
-        return ([all_layers[i] for i in layers] if layers is not None else all_layers), out_lens
+        return layer_features(self.encoder, x, lens, layers)
+
+
+def select_layers(all_layers: List[Tensor], layers: Optional[List[int]] = None) -> List[Tensor]:
+    """``all_layers`` (index 0 the front end, 1..L the encoder layers) restricted to ``layers``."""
+    return all_layers if layers is None else [all_layers[i] for i in layers]
+
+
+def layer_features(encoder: nn.Module, x: Tensor, lens: Tensor,
+                   layers: Optional[List[int]] = None) -> Tuple[List[Tensor], Tensor]:
+    """What ``extract_features`` returns, from the front-end output x (B,T,D) and lens (B,):
+    x (index 0) and each encoder layer's output (1..L), each (B,T,D_l), restricted to
+    ``layers`` when given; and the encoder's output lens (B,)."""
+    _, out_lens, hidden = encoder(x, lens, return_hidden=True)
+    return select_layers([x, *hidden], layers), out_lens
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icefall.models import Objective
+from icefall.models import Objective, layer_features
 from icefall.nn.configs import _Config
 from icefall.ssl.data2vec import channel_std
 from icefall.ssl.ema import EmaTeacherModel, cosine_decay, ema_after_step
@@ -259,11 +259,7 @@ class ByolModel(EmaTeacherModel):
         (index 0) and each encoder layer (1..L), restricted to ``layers`` when given, each
         (B,T,D_l); and lens (B,)."""
         x, lens = self.frontend(source, source_lens)
-        _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
-        all_layers = [x] + list(hidden)
-        if layers is not None:
-            all_layers = [all_layers[i] for i in layers]
-        return all_layers, out_lens
+        return layer_features(self.encoder, x, lens, layers)
 
 
 def _build_byol(speech: nn.Module, cfg: ByolConfig) -> ByolModel:

@@ -44,6 +44,7 @@ from icefall.ssl.ema import (
     linear_decay,
     masked_instance_norm,
     resolve_tap,
+    tapped_layer_features,
 )
 from icefall.utils import make_pad_mask
 
@@ -180,12 +181,7 @@ class Data2vecModel(EmaTeacherModel):
         output as the targets read it (``layer_tap``; indices 1..L), restricted to ``layers``
         when given, each (B,T,D_l) zero at padding; and lens (B,)."""
         x, lens = self.frontend(source, source_lens)
-        _, out_lens, hidden = layer_outputs(self.encoder, x, lens, self.tap)
-        pad = make_pad_mask(out_lens, x.shape[1]).unsqueeze(-1)
-        all_layers = [x] + [h.masked_fill(pad, 0.0) for h in hidden]
-        if layers is not None:
-            all_layers = [all_layers[i] for i in layers]
-        return all_layers, out_lens
+        return tapped_layer_features(self.encoder, x, lens, self.tap, layers)
 
 
 def _build_data2vec(speech: nn.Module, cfg: Data2vecConfig) -> Data2vecModel:

@@ -31,6 +31,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from icefall.models import select_layers
 from icefall.nn.transformer import TransformerEncoder
 from icefall.utils import make_pad_mask
 
@@ -183,6 +184,16 @@ def layer_outputs(
         for h in hooks:
             h.remove()
     return out, out_lens, [captured.get(i) for i in range(len(encoder.layers))]
+
+
+def tapped_layer_features(
+    encoder: nn.Module, x: torch.Tensor, lens: torch.Tensor, tap: str, layers: Optional[List[int]] = None
+) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """As :func:`icefall.models.layer_features`, with each layer read at ``tap``
+    (:func:`layer_outputs`) and zeroed at padding: the features the teacher's targets read."""
+    _, out_lens, hidden = layer_outputs(encoder, x, lens, tap)
+    pad = make_pad_mask(out_lens, x.shape[1]).unsqueeze(-1)
+    return select_layers([x] + [h.masked_fill(pad, 0.0) for h in hidden], layers), out_lens
 
 
 @torch.no_grad()

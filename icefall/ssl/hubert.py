@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icefall.models import Objective
+from icefall.models import Objective, layer_features
 from icefall.nn.configs import _Config
 from icefall.nn.masking import compute_mask
 from icefall.utils import make_pad_mask
@@ -216,11 +216,7 @@ class HubertModel(nn.Module):
           (indices 1..L), restricted to ``layers`` when given; and lens (B,).
         """
         x, lens, _ = self.frontend_features(source, source_lens)
-        _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
-        all_layers = [x] + list(hidden)
-        if layers is not None:
-            all_layers = [all_layers[i] for i in layers]
-        return all_layers, out_lens
+        return layer_features(self.encoder, x, lens, layers)
 
 
 def _build_hubert(speech: nn.Module, cfg: HubertConfig) -> HubertModel:

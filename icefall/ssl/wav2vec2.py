@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icefall.models import Objective
+from icefall.models import Objective, layer_features
 from icefall.nn.configs import _Config
 from icefall.nn.masking import compute_mask
 from icefall.utils import make_pad_mask
@@ -292,9 +292,7 @@ class Wav2Vec2Model(nn.Module):
         """Unmasked per-layer outputs: index 0 the front end, 1..L the encoder layers (restricted
         to ``layers`` when given), each (B,T,D_l); and lens (B,)."""
         x, _, lens, _ = self.frontend_features(source, source_lens)
-        _, out_lens, hidden = self.encoder(x, lens, return_hidden=True)
-        all_layers = [x] + list(hidden)
-        return ([all_layers[i] for i in layers] if layers is not None else all_layers), out_lens
+        return layer_features(self.encoder, x, lens, layers)
 
 
 def wav2vec2_after_step(trainer: Any) -> None:
