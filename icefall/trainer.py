@@ -76,6 +76,8 @@ def check_training_options(params: AttributeDict) -> None:
         raise ValueError(f"--start-epoch must be >= 1 and --start-batch >= 0, got {start}, {params.get('start_batch')}")
     if num < start:
         raise ValueError(f"--num-epochs {num} < --start-epoch {start}: there is nothing to train")
+    if params.get("stop_time_hours", 0.0) < 0:
+        raise ValueError(f"--stop-time-hours must be >= 0 (0: no limit), got {params.stop_time_hours}")
     if params.get("use_fp16") and params.get("use_bf16"):
         raise ValueError("Choose one of --use-fp16 and --use-bf16")
     save_every_n, accum_grad = params.get("save_every_n"), params.get("accum_grad")
@@ -90,7 +92,7 @@ def check_training_options(params: AttributeDict) -> None:
 _NOT_OPTIONS = {
     "start_epoch", "start_batch", "auto_resume", "overwrite", "exp_dir", "master_port",
     "batch_idx_train", "batch_idx_in_epoch", "cur_epoch", "best_train_loss", "best_valid_loss",
-    "best_train_epoch", "best_valid_epoch", "consecutive_bad", "num_bad_batches",
+    "best_train_epoch", "best_valid_epoch", "consecutive_bad", "num_bad_batches", "train_time",
 }
 
 
@@ -137,6 +139,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-last-k", type=int, default=30, help="Keep this many checkpoint-<batch>.pt files")
     g.add_argument("--average-period", type=int, default=200, help="Update the running-average model every N batches")
     g.add_argument("--max-bad-batches", type=int, default=20, help="Stop after this many consecutive non-finite batches")
+    g.add_argument("--stop-time-hours", type=float, default=0.0,
+                   help="Stop after this much training time, summed over resumes (0: no limit; fairseq's option); the "
+                        "model is then the last checkpoint-<batch>.pt, written when the budget runs out")
+    g.add_argument("--stop-time-clock", default="wall", choices=["wall", "cpu"],
+                   help="What --stop-time-hours counts: wall-clock seconds, or this process's CPU seconds (all its "
+                        "threads), a budget that other jobs on a shared machine do not eat into")
     g.add_argument("--tensorboard", type=str2bool, default=True)
     g.add_argument("--inf-check", type=str2bool, default=False, help="Log the module where a non-finite value first appears (slow; debugging)")
     g.add_argument("--scan-oom", type=str2bool, default=True, help="On CUDA, run the most pessimistic batches before training to catch out-of-memory early")
@@ -226,7 +234,7 @@ class Trainer:
             keep_last_k=30, average_period=200, max_bad_batches=20, tensorboard=True,
             grad_scale_check_interval=100, min_grad_scale=1.0e-5, find_unused_parameters=False,
             inf_check=False, scan_oom=True, max_saved_batches=3, auto_resume=True, overwrite=False,
-            compile=False,
+            compile=False, stop_time_hours=0.0, stop_time_clock="wall",
         )
         for k, v in defaults.items():
             params.setdefault(k, v)
@@ -237,6 +245,7 @@ class Trainer:
         params.setdefault("best_valid_loss", float("inf"))
         params.setdefault("best_train_epoch", -1)
         params.setdefault("best_valid_epoch", -1)
+        params.setdefault("train_time", 0.0)  # seconds of --stop-time-clock spent training, over resumes
         self.params = params
         self.device = device
         self.rank = rank
@@ -347,7 +356,7 @@ class Trainer:
         if self.rank == 0:
             log_changed_options(saved, p)
         for k in ("batch_idx_train", "best_train_loss", "best_valid_loss", "best_train_epoch",
-                  "best_valid_epoch", "consecutive_bad", "num_bad_batches"):
+                  "best_valid_epoch", "consecutive_bad", "num_bad_batches", "train_time"):
             if k in saved:
                 p[k] = saved[k]
         if p.start_batch > 0:
@@ -393,10 +402,33 @@ class Trainer:
         set_rng_state(rng)
         return it, skip
 
+    # ------------------------------------------------------------------ time budget
+    def _clock(self) -> float:
+        return time.process_time() if self.params.stop_time_clock == "cpu" else time.time()
+
+    def _out_of_time(self) -> bool:
+        """Whether ``--stop-time-hours`` is spent; under DDP rank 0's clock decides for all."""
+        p = self.params
+        if p.stop_time_hours <= 0:
+            return False
+        now = self._clock()
+        p.train_time += now - self._clock_mark
+        self._clock_mark = now
+        done = torch.tensor(float(p.train_time >= p.stop_time_hours * 3600.0), device=self.device)
+        if self.world_size > 1:
+            dist.broadcast(done, src=0)
+        return bool(done.item())
+
     # ------------------------------------------------------------------ loop
     def train(self) -> None:
         p = self.params
+        self._clock_mark = self._clock()
+        self.stopped_by_time = False
         try:
+            if self._out_of_time():
+                logging.info(f"Training is complete: --stop-time-hours {p.stop_time_hours} was spent "
+                             f"({p.train_time / 3600:.3f} h of {p.stop_time_clock} time); raise it to go on")
+                return
             if p.scan_oom and p.start_epoch == 1 and p.start_batch == 0:
                 scan_pessimistic_batches_for_oom(
                     self.model, self.train_dl, self.compute_loss, self.optimizer, self.device,
@@ -410,6 +442,8 @@ class Trainer:
                     self.tb_writer.add_scalar("train/epoch", epoch, p.batch_idx_train)
                 train_loss = self.train_one_epoch(epoch)
                 valid_loss = self.validate() if self.valid_dl is not None else None
+                if self.stopped_by_time:
+                    break  # a part epoch: its model is the checkpoint-<batch>.pt just written
                 self._save_epoch(epoch, train_loss, valid_loss)
         finally:
             if self.tb_writer is not None:
@@ -452,11 +486,18 @@ class Trainer:
             if p.batch_idx_train % p.valid_interval == 0 and self.valid_dl is not None:
                 self.validate()
                 self.model.train()
+            if is_step and self._out_of_time():
+                logging.info(f"--stop-time-hours {p.stop_time_hours} spent ({p.stop_time_clock} clock) at batch "
+                             f"{p.batch_idx_train}, epoch {epoch}: stopping")
+                self.stopped_by_time = True
+                if p.batch_idx_train % p.save_every_n != 0:  # (else written just above)
+                    self._save_batch_checkpoint()
+                break
         if p.batch_idx_train % p.accum_grad != 0:
             self._optimizer_step()  # do not carry half-accumulated gradients into the next epoch
         tot.reduce(self.device)
         loss = tot["loss"] / max(tot["frames"], 1)
-        logging.info(f"Epoch {epoch} done: {tot}")
+        logging.info(f"Epoch {epoch} {'stopped' if self.stopped_by_time else 'done'}: {tot}")
         if self.tb_writer is not None:
             tot.write_summary(self.tb_writer, "train/epoch_", p.batch_idx_train)
         return loss

@@ -197,7 +197,7 @@ def test_bad_options_are_rejected(tmp_path):
 
 @pytest.mark.parametrize("option, value", [
     ("log_interval", 0), ("accum_grad", 0), ("average_period", 0), ("valid_interval", -1),
-    ("save_every_n", 0), ("max_duration", 0.0), ("num_epochs", -1),
+    ("save_every_n", 0), ("max_duration", 0.0), ("num_epochs", -1), ("stop_time_hours", -1.0),
 ])
 def test_options_that_would_fail_late_or_do_nothing_are_rejected(tmp_path, option, value):
     """Before: ZeroDivisionError mid-epoch, an AssertionError after the model was built, or
@@ -283,3 +283,36 @@ def test_compile_resumes_bitwise_and_checkpoints_keep_plain_keys(tmp_path):
     assert_bitwise_equal(params_of(full.model_avg), params_of(resumed.model_avg))
     ck = load_file(tmp_path / "split" / "checkpoint-8.pt")
     assert set(ck["model"]) == set(make_model().state_dict()) == set(ck["model_avg"])
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_stop_time_stops_saves_and_resumes_exactly(tmp_path, caplog, monkeypatch, clock):
+    """--stop-time-hours: training stops at the first optimizer step past the budget (summed over
+    resumes, on the chosen clock), leaves a resumable checkpoint-<batch>.pt and no epoch file for
+    the part epoch; raising the budget continues bitwise as if it had never stopped."""
+    caplog.set_level(logging.INFO)
+    ticks = {"n": 0}
+
+    def fake_clock(self):  # 100 s per reading: read twice as train() starts, then at each step
+        assert self.params.stop_time_hours == 0 or self.params.stop_time_clock == clock
+        ticks["n"] += 1
+        return 100.0 * ticks["n"]
+
+    monkeypatch.setattr(Trainer, "_clock", fake_clock)
+    full = run(tmp_path / "full", num_epochs=3)
+    # 6 batches (3 steps) per epoch; after step k, 100 * (k + 1) s have passed, so a budget of
+    # 0.2 h (720 s) stops at step 7 (800 s): batch 14, in epoch 3, between the every-4 checkpoints
+    t = run(tmp_path / "split", num_epochs=3, stop_time_hours=0.2, stop_time_clock=clock)
+    assert t.stopped_by_time and t.params.batch_idx_train == 14
+    assert abs(t.params.train_time - 800.0) < 1e-6
+    assert (tmp_path / "split" / "checkpoint-14.pt").is_file()
+    assert (tmp_path / "split" / "epoch-2.pt").is_file() and not (tmp_path / "split" / "epoch-3.pt").exists()
+    assert "stopping" in caplog.text
+    # the same command again: the budget is spent, nothing trains
+    again = run(tmp_path / "split", num_epochs=3, stop_time_hours=0.2, stop_time_clock=clock)
+    assert again.params.batch_idx_train == 14 and "was spent" in caplog.text
+    # a larger budget goes on from checkpoint-14.pt, bitwise
+    resumed = run(tmp_path / "split", num_epochs=3, stop_time_hours=1.0, stop_time_clock=clock)
+    assert resumed.params.batch_idx_train == 18 and not resumed.stopped_by_time
+    assert_bitwise_equal(params_of(full.model), params_of(resumed.model))
+    assert_bitwise_equal(params_of(full.model_avg), params_of(resumed.model_avg))
