@@ -169,3 +169,28 @@ def test_extract_features_matches_the_model(tiny_corpus, monkeypatch, tmp_path):
         r = r[0, : int(lens[0])]
         assert stored.shape == r.shape
         assert (stored - r).abs().max() < 0.01 * r.abs().max() + 1e-3
+
+
+def test_run_objectives_tiny(tiny_corpus):
+    """objectives/run_objectives.sh on the tiny corpus: two objectives (one per encoder family)
+    pretrained for the same CPU budget, probed per layer, fine-tuned and decoded, and the
+    from-scratch reference; the table has every row."""
+    script = ROOT / "egs" / "mini" / "SSL" / "objectives" / "run_objectives.sh"
+    proc = subprocess.run(
+        ["bash", str(script), "--tiny", "--work-dir", str(tiny_corpus), "--budget-hours", "0.0005",
+         "--jobs", "2", "byol", "hubert-transformer", "scratch"],
+        capture_output=True, text=True,
+    )
+    out = tiny_corpus / "objectives"
+    logs = "".join(p.read_text()[-3000:] for p in out.glob("*.out"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    for system in ("byol", "hubert-transformer"):
+        log = "".join(p.read_text() for p in (out / f"exp-{system}" / "log").glob("log-pretrain-*"))
+        assert "--stop-time-hours 0.0005 spent (cpu clock)" in log
+        assert list((out / f"exp-{system}").glob("checkpoint-*.pt"))  # where the budget stopped it
+        assert (out / f"exp-{system}" / "eval" / "layers.json").is_file()
+    assert "hubert-tiny" in (out / "exp-hubert-transformer" / "config.json").read_text()
+    table = (out / "results.md").read_text()
+    for row in ("| fbank input |", "| byol |", "| hubert-transformer |", "| scratch |"):
+        assert row in table
+    assert (out / "layers.png").is_file()

@@ -6,13 +6,14 @@
 #       [--vocab-sizes "50 100 200 500"] [--lm-units "fbank-km100"] [--num-pairs 300]
 #       [--epochs 5] [--lm-opts "--num-layers 4 --dim 256"]
 #       [--checkpoint CKPT --layer L --name NAME]   # also the units of a pretrained model
+#       [--codebook-layer C]   # SpidR/DinoSR: codebook units of target layer C (default: L)
 #
 # Stages (re-runnable; finished outputs are skipped):
 #   0  benchmarks -> data/slm-bench/ (pairs.jsonl, FLAC, manifests) and their fbank
 #   1  units, each set in data/slm/<units>/mini_cuts_{train-unlabeled,dev,bench}.jsonl.gz:
 #      fbank-km<K> (k-means of the stored fbank, 100 Hz) for each K of --vocab-sizes; with
 #      --checkpoint: <name>-l<L>-km<K> (k-means of layer L, 50 Hz) and, for a SpidR/DinoSR
-#      checkpoint, <name>-l<L>-cb (codebook predictions)
+#      checkpoint, <name>-l<C>-cb (codebook predictions of target layer C)
 #   2  unit quality on dev -> data/slm/<units>/quality-dev.json (ABX one-hot, PNMI, units/s)
 #   3  a unit LM on the train-unlabeled units of each set of --lm-units -> slm/exp-<units>
 #   4  zero-shot scores of its averaged model -> slm/exp-<units>/zero-shot-epoch-E.json
@@ -32,6 +33,7 @@ lm_opts=""
 checkpoint=""
 layer=""
 name="model"
+codebook_layer=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,7 +48,8 @@ while [ $# -gt 0 ]; do
     --checkpoint) checkpoint=$2; shift 2 ;;
     --layer) layer=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --codebook-layer) codebook_layer=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -77,7 +80,8 @@ if [ -n "$checkpoint" ]; then
   for k in $vocab_sizes; do unit_sets="$unit_sets $name-l$layer-km$k"; done
   # codebook predictions exist for SpidR and DinoSR only
   method=$(ckpt_param method)
-  case "$method" in spidr|dinosr) unit_sets="$unit_sets $name-l$layer-cb" ;; esac
+  codebook_layer=${codebook_layer:-$layer}
+  case "$method" in spidr|dinosr) unit_sets="$unit_sets $name-l$codebook_layer-cb" ;; esac
 fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -107,9 +111,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
         python3 "$recipe_dir/spidr/extract_units.py" --checkpoint $checkpoint --layer $layer --units kmeans \
           --kmeans-model $out/kmeans.pt --manifest-dir $bench/fbank --splits bench --out-dir $out ;;
       *-cb)
-        python3 "$recipe_dir/spidr/extract_units.py" --checkpoint $checkpoint --layer $layer --units codebook \
+        python3 "$recipe_dir/spidr/extract_units.py" --checkpoint $checkpoint --layer $codebook_layer --units codebook \
           --splits train-unlabeled dev --out-dir $out
-        python3 "$recipe_dir/spidr/extract_units.py" --checkpoint $checkpoint --layer $layer --units codebook \
+        python3 "$recipe_dir/spidr/extract_units.py" --checkpoint $checkpoint --layer $codebook_layer --units codebook \
           --manifest-dir $bench/fbank --splits bench --out-dir $out ;;
     esac
   done
