@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from summarize import error_rates  # this directory's summarize.py
+from icefall.eval.mapsswe import mapsswe
+from icefall.eval.wer import compute_cer, compute_wer, read_transcripts
 
 STOP = re.compile(r"--stop-time-hours ([\d.]+) spent \((\w+) clock\) at batch (\d+), epoch (\d+)")
 VALID = re.compile(r"Validation at batch \d+: (.*?)(?:; best valid loss|$)")
@@ -63,10 +64,15 @@ def best_layers(results: Dict[str, Dict[str, float]]) -> Dict[str, Tuple[str, fl
     return best
 
 
-def asr(ft: Path, splits: List[str]) -> Dict[Tuple[str, str], Optional[Tuple[float, float]]]:
-    """{(split, method): (WER, CER)} of the fine-tuned model; None where not decoded."""
-    return {(s, m): error_rates(f"{ft}/{m}/recogs-{s}-*.txt")
-            for s in splits for m in ("ctc-greedy-search", "ctc-lexicon-lm")}
+def asr(ft: Path, splits: List[str]) -> Dict[Tuple[str, str], Optional[list]]:
+    """{(split, method): recognition results} of the fine-tuned model (the newest recogs file);
+    None where not decoded."""
+    out = {}
+    for s in splits:
+        for m in ("ctc-greedy-search", "ctc-lexicon-lm"):
+            files = sorted(glob.glob(f"{ft}/{m}/recogs-{s}-*.txt"), key=lambda f: Path(f).stat().st_mtime)
+            out[(s, m)] = read_transcripts(Path(files[-1])) if files else None
+    return out
 
 
 def plot(curves: Dict[str, Dict[str, Dict[str, float]]], out: Path) -> None:
@@ -113,22 +119,27 @@ def main() -> None:
         print(f"| {s} | {p['updates']} | {p['budget']} | {p['wall']} | {p['indicators']} |")
         curves[s] = json.loads((args.root / f"exp-{s}" / "eval" / "layers.json").read_text())["results"]
 
-    print("\nBest layer on dev (layer in brackets; 0 = front end) and the fine-tuned test WER/CER:\n")
-    cols = [f"{s} WER/CER {m}" for s in args.splits for m in ("greedy", "LM")]
+    print("\nBest layer on dev (layer in brackets; 0 = front end), the fine-tuned model's WER/CER % and,"
+          " for the last split with the LM, MAPSSWE's p (words) against scratch:\n")
+    cols = [f"{s} WER/CER {m}" for s in args.splits for m in ("greedy", "LM")] + ["p vs scratch"]
     print("| system | ABX within % | ABX across % | PNMI | MAP@R % | " + " | ".join(cols) + " |")
     print("|---" * (5 + len(cols)) + "|")
     if curves:
         ref = next(iter(curves.values()))["fbank"]
         print(f"| fbank input | {pct(ref['abx_within'])} | {pct(ref['abx_across'])} | {ref['pnmi']:.3f} | "
               f"{pct(ref['mapr'])} |" + " |" * len(cols))
+    baseline = asr(args.root / "ft-scratch", args.splits)[(args.splits[-1], "ctc-lexicon-lm")]
     for s in args.systems:
         cells = ["-"] * 4
         if s in curves:
             b = best_layers(curves[s])
             cells = [f"{pct(b['abx_within'][1])} ({b['abx_within'][0]})", f"{pct(b['abx_across'][1])} ({b['abx_across'][0]})",
                      f"{b['pnmi'][1]:.3f} ({b['pnmi'][0]})", f"{pct(b['mapr'][1])} ({b['mapr'][0]})"]
-        for r in asr(args.root / f"ft-{s}", args.splits).values():
-            cells.append("-" if r is None else f"{r[0]:.2f} / {r[1]:.2f}")
+        decoded = asr(args.root / f"ft-{s}", args.splits)
+        for r in decoded.values():
+            cells.append("-" if r is None else f"{compute_wer(r).wer:.2f} / {compute_cer(r).wer:.2f}")
+        last = decoded[(args.splits[-1], "ctc-lexicon-lm")]
+        cells.append("-" if last is None or baseline is None or s == "scratch" else f"{mapsswe(last, baseline).p_value:.2g}")
         print(f"| {s} | " + " | ".join(cells) + " |")
     if curves:
         plot(curves, args.root / "layers.png")
