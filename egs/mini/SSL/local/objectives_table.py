@@ -91,6 +91,7 @@ def plot(curves: Dict[str, Dict[str, Dict[str, float]]], out: Path) -> None:
             fbank = results.get("fbank", {}).get(metric, fbank)
         if fbank is not None:
             ax.axhline(100 * fbank, color="k", linestyle=":", label="fbank input")
+        ax.set_xticks(sorted({int(k) for r in curves.values() for k in r if k != "fbank"}))
         ax.set_xlabel("layer (0 = front end)")
         ax.set_title(label)
     axes[0].legend(fontsize=7)
