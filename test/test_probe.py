@@ -51,6 +51,16 @@ def test_eer_hand_computed():
         equal_error_rate([0.1, 0.2], [1, 1])
 
 
+def test_eer_threshold_hand_computed():
+    from icefall.probe.metrics import eer_and_threshold
+
+    # the crossing is at .7 itself: accepting >= .7 takes targets .9 .8 and non-target .7
+    assert eer_and_threshold([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0]) == pytest.approx((1 / 3, 0.7))
+    # halfway between the tie at .5 and .9, with the rates
+    assert eer_and_threshold([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx((0.25, 0.7))
+    assert eer_and_threshold([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == pytest.approx((0.0, 0.8))  # separable
+
+
 def test_twv_and_map_hand_computed():
     scores = [[0.9, 0.8, 0.3, 0.1], [0.7, 0.6, 0.2, 0.05], [0.5, 0.4, 0.3, 0.2]]
     relevant = [[True, False, True, False], [False, True, False, False], [False] * 4]  # 3rd: left out
@@ -301,6 +311,58 @@ def test_s3prl_upstream_contract(spec, tiny_checkpoint):
         alone = up([wavs[1]])["hidden_states"][0][0]
         n = alone.shape[0]
         torch.testing.assert_close(hidden[0][1, :n], alone)
+
+
+# ------------------------------------------------------------------------------ ASV as a waveform embedding
+def _voice_cuts(root, split, speakers, n):
+    """Cuts of ``n`` one-second harmonic 'utterances' per speaker (its own f0 and noise), audio
+    only (no stored features)."""
+    import soundfile
+    from lhotse import MonoCut, Recording, SupervisionSegment
+
+    cuts = []
+    for si, spk in enumerate(speakers):
+        for i in range(n):
+            g = torch.Generator().manual_seed(100 * si + i)
+            t = torch.arange(16000) / 16000
+            f0 = 90.0 + 40 * si + 5 * i
+            wav = sum(torch.sin(2 * math.pi * f0 * h * t) / h ** (1 + 0.3 * si) for h in range(1, 15))
+            wav = 0.3 * wav / wav.abs().max() + 0.01 * torch.randn(t.shape, generator=g)
+            path = root / split / f"{spk}-{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(path), wav.numpy(), 16000)
+            rec = Recording.from_file(path, recording_id=f"{spk}-{i}")
+            cuts.append(MonoCut(rec.id, 0.0, rec.duration, 0, recording=rec, supervisions=[
+                SupervisionSegment(rec.id, rec.id, 0.0, rec.duration, text="A", speaker=spk)]))
+    return cuts
+
+
+@pytest.mark.parametrize("upstream", ["fbank", "model"])
+def test_speaker_embedder_is_the_probes_asv_embedding(tmp_path, upstream, tiny_checkpoint):
+    from lhotse import CutSet
+
+    from icefall.probe.asv import SpeakerEmbedder
+    from icefall.probe.train import predict
+    from icefall.probe.upstream import split_features
+
+    CutSet.from_cuts(_voice_cuts(tmp_path, "train", ["en101", "en102", "en103"], 3)).to_file(
+        tmp_path / "mini_cuts_train-labeled.jsonl.gz")
+    test_cuts = _voice_cuts(tmp_path, "test", ["en901", "en902"], 2)
+    spec = "fbank" if upstream == "fbank" else str(tiny_checkpoint)
+    emb = SpeakerEmbedder.train(spec, tmp_path / "exp", tmp_path, cache_dir=tmp_path / "cache",
+                                extra_args=["--num-epochs", "3"])
+    assert emb.speakers == ["en101", "en102", "en103"] and (tmp_path / "exp" / "epoch-3.pt").is_file()
+    got = torch.stack([emb.embed(torch.as_tensor(c.load_audio()[0])) for c in test_cuts])
+    assert got.shape == (4, 256) and torch.allclose(got.norm(dim=1), torch.ones(4))
+    # the probe's own scoring path: cached split features, batched (padded) embeddings, cosine
+    feats = split_features(emb.upstream, test_cuts)
+    examples = [Example(c.id, c.supervisions[0].speaker, -1) for c in test_cuts]
+    want = torch.nn.functional.normalize(torch.stack(predict(emb.probe, examples, feats, emb.upstream.frame_rate, "embed")), dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # a finished probe is loaded, not retrained
+    again = SpeakerEmbedder.train(spec, tmp_path / "exp", tmp_path, cache_dir=tmp_path / "cache",
+                                  extra_args=["--num-epochs", "3"])
+    torch.testing.assert_close(again.embed(torch.as_tensor(test_cuts[0].load_audio()[0])), got[0])
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -4,7 +4,7 @@ import torch
 
 from icefall.vc.convert import BASE_SPEAKER, KnnVC, read_wav, write_wav
 from icefall.vc.data import Utterance
-from icefall.vc.evaluate import SpeakerSimilarity, conversion_pairs, equal_error_rate, error_rates, split_test_speakers
+from icefall.vc.evaluate import SpeakerScorer, SpeakerSimilarity, conversion_pairs, error_rates, split_test_speakers
 from icefall.vc.features import FeatureExtractor
 from icefall.vc.knn import knn_match
 from icefall.vc.vocoder import Vocoder, VocoderConfig
@@ -55,11 +55,26 @@ def test_wav_round_trip_and_bad_file(tmp_path):
         read_wav(tmp_path / "b.wav")
 
 
-def test_equal_error_rate():
-    assert equal_error_rate([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == 0.0
-    assert equal_error_rate([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 100.0
-    # one target scored below one non-target among 4 + 4: EER 25%
-    assert equal_error_rate([0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.0], [1, 1, 1, 1, 0, 0, 0, 0]) == pytest.approx(25.0)
+def test_speaker_scorer_by_hand():
+    """Embeddings on the unit circle (angle in degrees as the 'waveform'): centroids at 10 and 100
+    degrees; held-out trials give targets cos 20, 50, 5 and non-targets cos 70, 40, 85 degrees, so
+    the EER is 1/3 at the threshold cos 40 degrees."""
+    import math
+
+    def embed(wav):
+        a = math.radians(float(wav[0]))
+        return torch.tensor([math.cos(a), math.sin(a)], dtype=torch.float64)
+
+    deg = lambda *angles: [torch.tensor([float(a)]) for a in angles]  # noqa: E731
+    scorer = SpeakerScorer(embed, {"a": deg(0, 20), "b": deg(90, 110)}, {"a": deg(30, 60), "b": deg(95)})
+    cos = lambda d: math.cos(math.radians(d))  # noqa: E731
+    torch.testing.assert_close(scorer.centroids, torch.tensor([[cos(10), cos(80)], [cos(100), cos(-10)]], dtype=torch.float64))
+    assert scorer.eer == pytest.approx(100 / 3) and scorer.threshold == pytest.approx(cos(40))
+    # two conversions of speaker a to b: at 45 degrees (still nearer a) and at 80 degrees (b)
+    got = scorer.score(deg(45, 80), ["b", "b"], ["a", "a"])
+    assert got == pytest.approx({"cos_target": (cos(55) + cos(20)) / 2, "cos_source": (cos(35) + cos(70)) / 2,
+                                 "accept_target": 50.0, "accept_source": 50.0, "nearest_target": 50.0,
+                                 "nearest_source": 50.0})
 
 
 def test_speaker_similarity_separates_voices():

@@ -57,7 +57,7 @@ def test_recipe_end_to_end(corpus, monkeypatch):
 
     rows = evaluate.main(evaluate.get_parser().parse_args(
         ["--vocoders", "knn_vc/exp/epoch-2.pt", "knn_vc/exp/epoch-1.pt", "--ks", "1", "2", "--tts-lams", "1.0", "--n-eval", "1",
-         "--out-dir", "knn_vc/eval"]))
+         "--out-dir", "knn_vc/eval", "--asv-epochs", "2"]))
     names = [r.system for r in rows]
     assert names[:3] == ["source (no conversion)", "target speaker, real held-out utterance",
                          "espeak-ng base voice (en-us), TTS input"]
@@ -65,6 +65,11 @@ def test_recipe_end_to_end(corpus, monkeypatch):
     assert "fbank (exp): kNN-VC k=2" in names and len(set(names)) == len(names)  # a second fbank vocoder
     result = json.loads((corpus / "knn_vc/eval/results.json").read_text())
     assert len(result["pairs"]) == 3 and all(u.split("-")[0] != t for u, t in result["pairs"])
+    assert set(result["speaker_measures"]) == {"asv", "mel"} and (corpus / "knn_vc/eval/asv-probe/epoch-2.pt").is_file()
+    assert set(result["rows"][0]["speaker"]["asv"]) == {"cos_target", "cos_source", "accept_target", "accept_source",
+                                                        "nearest_target", "nearest_source"}
+    table = (corpus / "knn_vc/eval/results.md").read_text().splitlines()
+    assert table[0].startswith("| system | ASV cos to target |") and len(table) == 2 + len(rows)
     assert (corpus / "knn_vc/eval/images/knn-vc.png").stat().st_size > 1000
     assert len(os.listdir(corpus / "knn_vc/eval/wavs")) >= 6
 

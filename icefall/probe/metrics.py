@@ -22,6 +22,14 @@ def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     trial, 0 otherwise; a trial is accepted when its score >= the threshold. The false-accept
     and false-reject rates are taken at every distinct score and linearly interpolated where
     they cross."""
+    return eer_and_threshold(scores, labels)[0]
+
+
+def eer_and_threshold(scores: Sequence[float], labels: Sequence[int]) -> Tuple[float, float]:
+    """(EER as :func:`equal_error_rate`, the score where the rates cross): the threshold is
+    interpolated between the two distinct scores around the crossing with the same weight as the
+    rates, so accepting ``score >= threshold`` takes exactly the trials scored at or above the
+    upper of the two."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     if y.all() or not y.any():
@@ -31,10 +39,12 @@ def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     frr = np.array([(s[y] < t).mean() for t in thresholds])  # increasing
     k = int(np.argmax(frr >= far))  # the first threshold where the curves have crossed
     if k == 0:
-        return float(far[0])
+        return float(far[0]), float(thresholds[0])
     a0, a1, b0, b1 = far[k - 1], far[k], frr[k - 1], frr[k]
     t = (a0 - b0) / ((a0 - b0) - (a1 - b1))
-    return float(a0 + t * (a1 - a0))
+    # k is never the appended inf: at the highest score either a non-target is accepted (far > 0,
+    # frr = 1) or a target is (far = 0); both have crossed
+    return float(a0 + t * (a1 - a0)), float(thresholds[k - 1] + t * (thresholds[k] - thresholds[k - 1]))
 
 
 def subsequence_dtw(query: Tensor, docs: Sequence[Tensor]) -> Tensor:

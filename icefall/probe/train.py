@@ -277,15 +277,22 @@ def load_cuts(manifest_dir: Path, prefix: str, split: str, max_cuts: Optional[in
     return cuts[:max_cuts] if max_cuts else cuts
 
 
+def apply_protocol(args: argparse.Namespace) -> Dict[str, Any]:
+    """Fill the head, epochs and learning rate that ``args`` leaves unset from the task's
+    :data:`PROTOCOL` entry (in place); returns that entry."""
+    proto = PROTOCOL[args.task]
+    args.head = args.head or proto["head"]
+    args.num_epochs = args.num_epochs or proto["epochs"]
+    args.base_lr = args.base_lr or proto["lr"]
+    return proto
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Build the task, train (or resume) its probe, score it, write ``results.json``."""
     from icefall.probe.tasks import read_speaker_table
     from icefall.probe.upstream import load_upstream, split_features
 
-    proto = PROTOCOL[args.task]
-    args.head = args.head or proto["head"]
-    args.num_epochs = args.num_epochs or proto["epochs"]
-    args.base_lr = args.base_lr or proto["lr"]
+    proto = apply_protocol(args)
     splits = dict(zip(("train", "test"), TASK_SPLITS[args.task]))
     cuts = {k: load_cuts(args.manifest_dir, args.prefix, s, args.max_cuts) for k, s in splits.items()}
     speakers = read_speaker_table(args.speakers) if args.task == "rate" else None

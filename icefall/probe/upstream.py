@@ -63,9 +63,12 @@ class Upstream:
         return stack_layers(feats), lens
 
     def cut_source(self, cut) -> Tensor:
-        """The model's input for one cut: (T, 80) stored fbank or (N,) samples."""
+        """The model's input for one cut: (T, 80) stored fbank (computed from the audio where the
+        cut stores none) or (N,) samples."""
         if self.input_type == "wav":
             return torch.as_tensor(cut.load_audio()[0], dtype=torch.float32)
+        if not cut.has_features:
+            return self.waveform_source(torch.as_tensor(cut.load_audio()[0]))
         return torch.as_tensor(cut.load_features(), dtype=torch.float32)
 
     def waveform_source(self, wav: Tensor) -> Tensor:

@@ -5,13 +5,17 @@ first ``n_eval`` (sources, and held out from every reference) and the rest (its 
 kNN matching frames and speaker centroid). Source utterance j of speaker i is converted to
 speaker ``(i + 1 + j mod (S-1)) mod S``, so every source goes to another speaker.
 
-Speaker similarity (the probing issue's ASV can replace it, see docs/knn-vc.md): :class:`SpeakerSimilarity`,
-cosine between pooled-statistics embeddings; per system the mean cosine of converted vs the
-target's centroid and vs the source speaker's centroid, and how often the nearest of all test
-speakers' centroids is the target, and how often it is the source (speaker identification). Intelligibility: WER/CER of a fine-tuned
-ASR model (CTC greedy) against the source transcript. Reference rows: the sources themselves, a
-held-out real utterance of each target speaker (the ceiling of "cos to target"), and the same
-through each vocoder without kNN (what the vocoder alone keeps of a voice and of the words).
+Speaker similarity, by two measures (:class:`SpeakerScorer`): the headline is the probing issue's
+speaker verification (:class:`icefall.probe.asv.SpeakerEmbedder`: the ASV probe of an upstream,
+trained on train-labeled); the second, :class:`SpeakerSimilarity`, a training-free cosine of
+pooled log-mel statistics. Per system and measure: the mean cosine of converted vs the target's
+centroid and vs the source speaker's centroid; how often that cosine passes the threshold of the
+measure's EER on real held-out utterances (accepted as the target / as the source speaker); how
+often the nearest of all test speakers' centroids is the target, and how often the source.
+Intelligibility: WER/CER of a fine-tuned ASR model (CTC greedy) against the source transcript.
+Reference rows: the sources themselves, a held-out real utterance of each target speaker (the
+ceiling of "cos to target"), and the same through each vocoder without kNN (what the vocoder
+alone keeps of a voice and of the words).
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from icefall.probe.asv import SpeakerEmbedder
 from icefall.vc.data import Utterance, by_speaker
 from icefall.vc.features import SAMPLE_RATE
 
@@ -62,23 +68,50 @@ class SpeakerSimilarity:
         """(N,) -> (160,) unit vector."""
         return torch.nn.functional.normalize((self._raw(wav) - self.mean) / self.std, dim=0)
 
-    def centroid(self, wavs: Sequence[Tensor]) -> Tensor:
-        """Unit mean of the embeddings of one speaker's utterances."""
-        return torch.nn.functional.normalize(torch.stack([self.embed(w) for w in wavs]).mean(0), dim=0)
 
 
-def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """EER in percent of verification trials (label 1: same speaker): the error where the miss
-    rate and the false-alarm rate cross, sweeping the threshold over the scores."""
-    s, y = torch.tensor(scores, dtype=torch.float64), torch.tensor(labels, dtype=torch.float64)
-    if y.sum() == 0 or y.sum() == len(y):
-        raise ValueError("EER needs both target and non-target trials")
-    order = s.argsort(descending=True)
-    y = y[order]
-    fa = torch.cumsum(1 - y, 0) / (1 - y).sum()  # accepting the top i+1 trials
-    miss = 1 - torch.cumsum(y, 0) / y.sum()
-    i = int((fa - miss).abs().argmin())
-    return float(100 * (fa[i] + miss[i]) / 2)
+class SpeakerScorer:
+    """One speaker measure over the protocol's speakers: each speaker's centroid (the unit mean of
+    its reference utterances' embeddings) and the measure's EER, with its threshold, on trials of
+    held-out real utterances against every centroid.
+
+    Args:
+      embed: a waveform (N,) -> its (E,) unit embedding.
+      refs: {speaker: reference waveforms}, the centroids.
+      held_out: {speaker: real waveforms outside ``refs``}, the EER trials.
+    """
+
+    def __init__(self, embed: Callable[[Tensor], Tensor], refs: Dict[str, Sequence[Tensor]],
+                 held_out: Dict[str, Sequence[Tensor]]):
+        from icefall.probe.metrics import eer_and_threshold
+
+        self.embed = embed
+        self.speakers = list(refs)
+        self.centroids = torch.stack([F.normalize(torch.stack([embed(w) for w in refs[s]]).mean(0), dim=0)
+                                      for s in self.speakers])  # (S, E)
+        scores = [(self.cosines(w), self.speakers.index(s)) for s, ws in held_out.items() for w in ws]
+        trials = [(float(c[i]), int(i == j)) for c, j in scores for i in range(len(self.speakers))]
+        eer, self.threshold = eer_and_threshold(*zip(*trials))
+        self.eer = 100.0 * eer
+
+    def cosines(self, wav: Tensor) -> Tensor:
+        """(S,) cosine of ``wav``'s embedding with each speaker's centroid."""
+        return self.centroids @ self.embed(wav)
+
+    def score(self, outputs: Sequence[Tensor], targets: Sequence[str], sources: Sequence[str]) -> Dict[str, float]:
+        """Means over the outputs: cosine with the target's / source's centroid (``cos_target``,
+        ``cos_source``); % with that cosine >= the EER threshold (``accept_target``,
+        ``accept_source``); % whose nearest centroid is the target / the source
+        (``nearest_target``, ``nearest_source``)."""
+        rows = []
+        for wav, tgt, src in zip(outputs, targets, sources):
+            c = self.cosines(wav)
+            t, s, nearest = self.speakers.index(tgt), self.speakers.index(src), int(c.argmax())
+            rows.append([float(c[t]), float(c[s]), 100.0 * float(c[t] >= self.threshold),
+                         100.0 * float(c[s] >= self.threshold), 100.0 * (nearest == t), 100.0 * (nearest == s)])
+        means = torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
+        return dict(zip(("cos_target", "cos_source", "accept_target", "accept_source", "nearest_target",
+                         "nearest_source"), means))
 
 
 # ------------------------------------------------------------------------------ intelligibility
@@ -120,11 +153,10 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> Tuple[float, float]
 # ------------------------------------------------------------------------------ protocol
 @dataclass
 class Row:
+    """One system: ``speaker`` {measure name: :meth:`SpeakerScorer.score`}, WER/CER in %."""
+
     system: str
-    sim_target: float
-    sim_source: float
-    speaker_id_acc: float
-    source_id_rate: float
+    speaker: Dict[str, Dict[str, float]]
     wer: Optional[float] = None
     cer: Optional[float] = None
 
@@ -147,32 +179,40 @@ def conversion_pairs(sources: Dict[str, List[Utterance]]) -> List[Tuple[Utteranc
 
 
 def score_system(name: str, outputs: Sequence[Tensor], pairs: Sequence[Tuple[Utterance, str]],
-                 sim: SpeakerSimilarity, centroids: Dict[str, Tensor], asr: Optional[AsrScorer] = None,
+                 measures: Dict[str, SpeakerScorer], asr: Optional[AsrScorer] = None,
                  texts: Optional[Sequence[str]] = None) -> Row:
-    """One row: similarity to target / source centroids, speaker-ID accuracy, WER/CER of ``asr``
-    against ``texts`` (default: the source transcripts)."""
-    spks = list(centroids)
-    cents = torch.stack([centroids[s] for s in spks])
-    st, ss, hit, hit_src = [], [], 0, 0
-    for wav, (src, tgt) in zip(outputs, pairs):
-        e = sim.embed(wav)
-        st.append(float(e @ centroids[tgt]))
-        ss.append(float(e @ centroids[src.speaker]))
-        nearest = spks[int((cents @ e).argmax())]
-        hit, hit_src = hit + (nearest == tgt), hit_src + (nearest == src.speaker)
-    row = Row(name, sum(st) / len(st), sum(ss) / len(ss), 100.0 * hit / len(pairs), 100.0 * hit_src / len(pairs))
+    """One row: every speaker measure's scores of ``outputs`` (converted to ``pairs``' targets
+    from their sources' speakers), WER/CER of ``asr`` against ``texts`` (default: the source
+    transcripts)."""
+    targets, sources = [t for _, t in pairs], [u.speaker for u, _ in pairs]
+    row = Row(name, {m: scorer.score(outputs, targets, sources) for m, scorer in measures.items()})
     if asr is not None:
         row.wer, row.cer = error_rates(texts or [u.text for u, _ in pairs], asr.transcribe(outputs))
     logging.info(f"{row}")
     return row
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    head = ("| system | cos to target | cos to source | nearest = target % | nearest = source % | WER % | CER % |\n"
-            "|---|---:|---:|---:|---:|---:|---:|\n")
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return head + "".join(f"| {r.system} | {r.sim_target:.3f} | {r.sim_source:.3f} | {r.speaker_id_acc:.1f} | {r.source_id_rate:.1f} | "
-                          f"{fmt(r.wer)} | {fmt(r.cer)} |\n" for r in rows)
+#: Column labels of the speaker measures ``main`` builds.
+MEASURE_LABELS = {"asv": "ASV", "mel": "log-mel"}
+
+
+def markdown_table(rows: Sequence[Row], headline: str = "asv", second: Optional[str] = "mel") -> str:
+    """The ``headline`` measure's cosines, acceptance and nearest-centroid rates, the ``second``
+    measure's cosines (if any), WER and CER."""
+    h, m = MEASURE_LABELS.get(headline, headline), MEASURE_LABELS.get(second, second)
+    head = ["system", f"{h} cos to target", f"{h} cos to source", f"{h} accepted as target %",
+            f"{h} accepted as source %", f"{h} nearest = target %"]
+    keys = ["cos_target", "cos_source", "accept_target", "accept_source", "nearest_target"]
+    if second:
+        head += [f"{m} cos to target", f"{m} cos to source"]
+    fmt = lambda v, digits=2: "-" if v is None else f"{v:.{digits}f}"  # noqa: E731
+    lines = ["| " + " | ".join(head + ["WER %", "CER %"]) + " |", "|---" + "|---:" * (len(head) + 1) + "|"]
+    for r in rows:
+        cells = [r.system] + [fmt(r.speaker[headline][k], 3 if k.startswith("cos") else 1) for k in keys]
+        if second:
+            cells += [fmt(r.speaker[second]["cos_target"], 3), fmt(r.speaker[second]["cos_source"], 3)]
+        lines.append("| " + " | ".join(cells + [fmt(r.wer), fmt(r.cer)]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_results(out_dir: Path, rows: Sequence[Row], extra: Dict) -> Path:
@@ -233,6 +273,11 @@ def get_parser(**defaults):
     parser.add_argument("--cuts-prefix", default="mini")
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--background-split", default="train-labeled", help="speakers for SpeakerSimilarity's standardisation")
+    parser.add_argument("--asv-upstream", default="fbank",
+                        help="the ASV probe's upstream ('fbank' or a checkpoint), trained on train-labeled (icefall.probe)")
+    parser.add_argument("--asv-exp-dir", type=Path, default=None,
+                        help="the ASV probe's checkpoints and feature cache (default: <out-dir>/asv-probe); reused when trained")
+    parser.add_argument("--asv-epochs", type=int, default=None, help="the ASV probe's epochs (default: the probing protocol's 40)")
     parser.add_argument("--asr-checkpoint", type=Path, default=None, help="a fine-tuned model (pretrained.pt); none: no WER")
     parser.add_argument("--lang-dir", type=Path, default=Path("data/lang_char"))
     parser.add_argument("--out-dir", type=Path, default=Path("knn_vc/eval"))
@@ -251,25 +296,30 @@ def main(args) -> List[Row]:
     cuts = lambda split: args.manifest_dir / f"{args.cuts_prefix}_cuts_{split}.jsonl.gz"  # noqa: E731
     sources, refs = split_test_speakers(read_utterances(cuts(args.test_split)), args.n_eval)
     pairs = conversion_pairs(sources)
-    sim = SpeakerSimilarity([u.wav for u in read_utterances(cuts(args.background_split), max_per_speaker=3)])
-    centroids = {s: sim.centroid([u.wav for u in us]) for s, us in refs.items()}
-    # how well the measure itself tells the test speakers apart: held-out real utterances vs centroids
-    trials = [(float(sim.embed(u.wav) @ c), int(u.speaker == s)) for us in sources.values() for u in us
-              for s, c in centroids.items()]
-    eer = equal_error_rate(*zip(*trials))
+    asv_dir = args.asv_exp_dir or args.out_dir / "asv-probe"
+    asv = SpeakerEmbedder.train(args.asv_upstream, asv_dir, args.manifest_dir, args.cuts_prefix, asv_dir / "cache",
+                                ["--num-epochs", str(args.asv_epochs)] if args.asv_epochs else [])
+    if set(asv.speakers) & set(refs):
+        raise ValueError(f"the ASV probe was trained on test speakers {sorted(set(asv.speakers) & set(refs))}")
+    mel = SpeakerSimilarity([u.wav for u in read_utterances(cuts(args.background_split), max_per_speaker=3)])
+    ref_wavs = {s: [u.wav for u in us] for s, us in refs.items()}
+    held_out = {s: [u.wav for u in us] for s, us in sources.items()}
+    measures = {"asv": SpeakerScorer(asv.embed, ref_wavs, held_out), "mel": SpeakerScorer(mel.embed, ref_wavs, held_out)}
     asr = AsrScorer(args.asr_checkpoint, args.lang_dir) if args.asr_checkpoint else None
     texts = [u.text for u, _ in pairs]
-    rows = [score_system("source (no conversion)", [u.wav for u, _ in pairs], pairs, sim, centroids, asr)]
+    rows = [score_system("source (no conversion)", [u.wav for u, _ in pairs], pairs, measures, asr)]
     # the ceiling: a held-out real utterance of the target speaker (another text) in place of each output
     tgt_utts = [sources[t][i % len(sources[t])] for i, (_, t) in enumerate(pairs)]
-    rows.append(score_system("target speaker, real held-out utterance", [u.wav for u in tgt_utts], pairs, sim,
-                             centroids, asr, [u.text for u in tgt_utts]))
+    rows.append(score_system("target speaker, real held-out utterance", [u.wav for u in tgt_utts], pairs, measures, asr,
+                             [u.text for u in tgt_utts]))
     examples: Dict[str, Tensor] = {"source": pairs[0][0].wav, f"target {pairs[0][1]} (other text)": refs[pairs[0][1]][0].wav}
     tts_in = [torch.from_numpy(synthesize(t, BASE_SPEAKER, 0.1, 0.1).audio) for t in texts] if args.tts_lams else []
     if tts_in:
-        rows.append(score_system(f"espeak-ng base voice ({BASE_SPEAKER.voice}), TTS input", tts_in, pairs, sim, centroids, asr))
+        rows.append(score_system(f"espeak-ng base voice ({BASE_SPEAKER.voice}), TTS input", tts_in, pairs, measures, asr))
         examples["espeak-ng base voice, TTS input"] = tts_in[0]
-    info = {"pairs": [(u.id, t) for u, t in pairs], "speaker_measure_eer": eer,
+    info = {"pairs": [(u.id, t) for u, t in pairs],
+            "speaker_measures": {m: {"eer": sc.eer, "threshold": sc.threshold} for m, sc in measures.items()},
+            "asv_upstream": str(args.asv_upstream),
             "reference_seconds": {s: sum(u.wav.shape[0] for u in us) / SAMPLE_RATE for s, us in refs.items()}}
     for path in args.vocoders:
         vc = KnnVC.from_checkpoint(path)
@@ -281,7 +331,7 @@ def main(args) -> List[Row]:
         systems: List[Tuple[str, Callable[[int], Tensor]]] = [(f"{name}: vocoder resynthesis (no kNN)", lambda i: vc.vocode(feats[i]))]
         tgt_feats = [vc.extractor(u.wav) for u in tgt_utts]
         rows.append(score_system(f"{name}: target's held-out utterance, vocoder resynthesis",
-                                 [vc.vocode(f) for f in tgt_feats], pairs, sim, centroids, asr, [u.text for u in tgt_utts]))
+                                 [vc.vocode(f) for f in tgt_feats], pairs, measures, asr, [u.text for u in tgt_utts]))
         systems += [(f"{name}: kNN-VC k={k}", lambda i, k=k: vc.vocode(vc.match(feats[i], ref[pairs[i][1]], k)))
                     for k in args.ks]
         tts_feats = [vc.extractor(w) for w in tts_in]
@@ -289,7 +339,7 @@ def main(args) -> List[Row]:
                     for lam in args.tts_lams]
         for sys_name, fn in systems:
             outs = [fn(i) for i in range(len(pairs))]
-            rows.append(score_system(sys_name, outs, pairs, sim, centroids, asr))
+            rows.append(score_system(sys_name, outs, pairs, measures, asr))
             examples[sys_name] = outs[0]
         info[name] = {"vocoder": str(path), **vc.extractor.describe(), "vocoder_params": vc.vocoder.num_params()}
     vc_panels = [(t, w) for t, w in examples.items() if "TTS" not in t and ("k=" not in t or "k=4" in t)]
@@ -302,5 +352,7 @@ def main(args) -> List[Row]:
     info["examples"] = {"source": pairs[0][0].id, "target": pairs[0][1], "text": pairs[0][0].text}
     path = write_results(args.out_dir, rows, info)
     print(markdown_table(rows))
-    print(f"speaker measure EER on real held-out test utterances: {eer:.2f}%  ({path})")
+    for m, sc in measures.items():
+        print(f"{m}: EER {sc.eer:.2f}% on real held-out test utterances vs centroids (threshold {sc.threshold:.3f})")
+    print(path)
     return rows
