@@ -4,14 +4,17 @@
 #
 #   egs/mini/SSL/knn_vc/run_knn_vc.sh [--stage N] [--stop-stage M] [--work-dir DIR]
 #       [--ssl-ckpt zipformer/exp-pretrain/epoch-2.pt] [--layer 2]
-#       [--asr-ckpt zipformer/exp-ft/pretrained.pt] [--epochs 28]
+#       [--spidr-ckpt spidr/exp-spidr/epoch-3.pt] [--spidr-layer 0]
+#       [--asv-upstream CKPT|fbank] [--asr-ckpt zipformer/exp-ft/pretrained.pt] [--epochs 28]
 #
 # Stages (a rerun resumes a vocoder's training from its newest checkpoint):
-#   1  vocoder on prematched fbank                       -> knn_vc/exp-fbank
-#   2  vocoder on prematched layer --layer of --ssl-ckpt -> knn_vc/exp-ssl   (skipped without it)
-#   3  evaluation: speaker similarity, WER/CER (with --asr-ckpt), k = 1 4 8, kNN-TTS
+#   1  vocoder on prematched fbank                                  -> knn_vc/exp-fbank
+#   2  vocoder on prematched layer --layer of --ssl-ckpt            -> knn_vc/exp-ssl   (skipped without it)
+#   3  vocoder on prematched layer --spidr-layer of --spidr-ckpt    -> knn_vc/exp-spidr (skipped without it)
+#   4  evaluation: speaker similarity (the ASV probe of --asv-upstream, default --ssl-ckpt or
+#      fbank; and pooled log-mel statistics), WER/CER (with --asr-ckpt), k = 1 4 8, kNN-TTS
 #      -> knn_vc/eval/results.{md,json}, wavs/
-#   4  examples: convert.py and tts.py on one test utterance / one sentence -> knn_vc/examples/
+#   5  examples: convert.py and tts.py on one test utterance / one sentence -> knn_vc/examples/
 # Needs a prepared corpus (prepare.sh: audio and fbank cuts) in --work-dir (default egs/mini/SSL).
 set -euo pipefail
 
@@ -21,6 +24,9 @@ stop_stage=100
 work_dir=$recipe_dir
 ssl_ckpt=zipformer/exp-pretrain/epoch-2.pt
 layer=2
+spidr_ckpt=spidr/exp-spidr/epoch-3.pt
+spidr_layer=0
+asv_upstream=""
 asr_ckpt=zipformer/exp-ft/pretrained.pt
 epochs=28
 
@@ -31,9 +37,12 @@ while [ $# -gt 0 ]; do
     --work-dir) work_dir=$2; shift 2 ;;
     --ssl-ckpt) ssl_ckpt=$2; shift 2 ;;
     --layer) layer=$2; shift 2 ;;
+    --spidr-ckpt) spidr_ckpt=$2; shift 2 ;;
+    --spidr-layer) spidr_layer=$2; shift 2 ;;
+    --asv-upstream) asv_upstream=$2; shift 2 ;;
     --asr-ckpt) asr_ckpt=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -57,19 +66,34 @@ if [ -f "$ssl_ckpt" ]; then
       --exp-dir knn_vc/exp-ssl --tensorboard false
   fi
 else
-  log "No $ssl_ckpt: fbank only (give --ssl-ckpt)"
+  log "No $ssl_ckpt: no SSL-layer vocoder (give --ssl-ckpt)"
+fi
+if [ -f "$spidr_ckpt" ]; then
+  vocoders="$vocoders knn_vc/exp-spidr/epoch-$epochs.pt"
+  if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+    log "Stage 3: vocoder on prematched layer $spidr_layer of $spidr_ckpt"
+    python3 "$knn/train_vocoder.py" --features "$spidr_ckpt" --layer "$spidr_layer" --num-epochs "$epochs" \
+      --exp-dir knn_vc/exp-spidr --tensorboard false
+  fi
+else
+  log "No $spidr_ckpt: no SpidR vocoder (give --spidr-ckpt)"
+fi
+if [ -z "$asv_upstream" ]; then
+  asv_upstream=fbank
+  [ -f "$ssl_ckpt" ] && asv_upstream=$ssl_ckpt
 fi
 
 asr_opt=""
 [ -f "$asr_ckpt" ] && asr_opt="--asr-checkpoint $asr_ckpt"
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: evaluation on the unseen test speakers"
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: evaluation on the unseen test speakers (ASV probe of $asv_upstream)"
   # shellcheck disable=SC2086
-  python3 "$knn/evaluate.py" --vocoders $vocoders $asr_opt --ks 1 4 8 --out-dir knn_vc/eval
+  python3 "$knn/evaluate.py" --vocoders $vocoders $asr_opt --ks 1 4 8 --asv-upstream "$asv_upstream" \
+    --out-dir knn_vc/eval
 fi
 
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: examples"
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: examples"
   src=$(ls download/mini/test/en901/*.flac | head -n 1)
   refs=$(ls download/mini/test/en902/*.flac | tail -n +5)
   # shellcheck disable=SC2086
