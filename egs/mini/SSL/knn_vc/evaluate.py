@@ -3,7 +3,11 @@
 
     cd egs/mini/SSL
     ./knn_vc/evaluate.py --vocoders knn_vc/exp-fbank/epoch-28.pt knn_vc/exp-zipformer-l2/epoch-28.pt \\
-        --asr-checkpoint zipformer/exp-ft/pretrained.pt --ks 1 4 8 --out-dir knn_vc/eval
+        knn_vc/exp-spidr/epoch-28.pt --asr-checkpoint zipformer/exp-ft/pretrained.pt --ks 1 4 8 \\
+        --asv-upstream zipformer/exp-data2vec/epoch-2.pt --out-dir knn_vc/eval
+
+Speaker similarity: the ASV probe of ``--asv-upstream`` (trained on train-labeled on first use,
+kept in ``<out-dir>/asv-probe``) and pooled log-mel statistics.
 
 Logic and protocol: ``icefall.vc.evaluate``; docs/knn-vc.md.
 """
