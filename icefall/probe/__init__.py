@@ -9,6 +9,8 @@
 - :mod:`icefall.probe.metrics`: PER/WER, EER, DTW, MAP and MTWV;
 - :mod:`icefall.probe.train`: a probe trained by the shared :class:`~icefall.trainer.Trainer`
   under a fixed budget, then scored;
+- :mod:`icefall.probe.asv`: the ASV probe as a speaker embedding of any waveform (kNN-VC's
+  speaker similarity);
 - :mod:`icefall.probe.hear`, :mod:`icefall.probe.s3prl`: HEAR- and s3prl-style upstream APIs.
 
 The protocol is written down in ``docs/probing.md``.
