@@ -14,10 +14,16 @@ Follows the Zipformer paper (Yao et al., ICLR 2024) and icefall's ``scaling.py``
   ScheduledFloat's ``batch_count``) have ``training_state()`` / ``load_training_state()``;
   checkpoints store it next to the state dict (``icefall.checkpoint.get_training_state``).
 * :func:`scale_grad` (identity forward, gradient multiplied by a constant), :func:`limit_param_value`.
+* Random training-time choices (which constraint runs this call, which branch a layer takes) go
+  through :func:`random_draw` and :func:`choose`: in eager mode Python's ``random`` decides and
+  only the chosen branch runs, exactly as before; while ``torch.compile`` traces, the draw is a
+  tensor and the decision travels inside the graph, so training compiles without graph breaks
+  (docs/training.md#torchcompile).
 """
 import math
 import random
-from typing import Any, Dict, List, Optional, Tuple, Union
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +88,51 @@ def set_batch_count(model: nn.Module, batch_count: float) -> None:
     for m in model.modules():
         if isinstance(m, ScheduledFloat):
             m.batch_count = float(batch_count)
+
+
+def random_draw(device: torch.device) -> Union[float, Tensor]:
+    """A uniform number in [0, 1) for a training-time random choice.
+
+    Eager: ``random.random()``, the stream every recorded run used, so eager training is bit for
+    bit what it was. While torch.compile traces: a 0-d float64 tensor from ``torch.rand``
+    (dynamo cannot trace Python's ``random``; each draw used to be a graph break), so that the
+    comparison that follows is a tensor decision inside the graph. Same distribution, another
+    stream; a compiled run resumes exactly because checkpoints keep torch's RNG state.
+    """
+    if torch.compiler.is_compiling():
+        return torch.rand((), device=device, dtype=torch.float64)
+    return random.random()
+
+
+def choose(decision: Union[bool, Tensor], if_true: Callable[[], Tensor], if_false: Tensor) -> Tensor:
+    """``if_true()`` when ``decision`` holds, else ``if_false``.
+
+    A Python bool (eager) runs only the chosen branch; a 0-d bool tensor (compiled, see
+    :func:`random_draw`) runs both and selects with ``torch.where``: one graph, the same values.
+    """
+    if isinstance(decision, Tensor):
+        return torch.where(decision, if_true(), if_false)
+    return if_true() if decision else if_false
+
+
+class _FoundInBackward(nn.Module):
+    """A module whose gradient correction runs in an opaque custom op (below), which finds the
+    module by ``id`` to read its settings and switch its state at backward time. torch.compile
+    traces the call of the op, not its Python body (which uses autograd and ``.item()``)."""
+
+    _by_id: "weakref.WeakValueDictionary[int, nn.Module]" = weakref.WeakValueDictionary()
+
+    def __init__(self) -> None:
+        super().__init__()
+        _FoundInBackward._by_id[id(self)] = self
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:  # copy.deepcopy, unpickling
+        super().__setstate__(state)
+        _FoundInBackward._by_id[id(self)] = self
+
+    @staticmethod
+    def find(key: int) -> nn.Module:
+        return _FoundInBackward._by_id[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,21 +246,29 @@ class ScaleGrad(nn.Module):
         return scale_grad(x, self.alpha) if self.training else x
 
 
+def _tensor_or_none(decision: Union[bool, Tensor]) -> Optional[Tensor]:
+    """What a gradient Function saves of its decision: the tensor (compiled), or None for an eager
+    ``True`` (eager skips the Function when the decision is False)."""
+    return decision if isinstance(decision, Tensor) else None
+
+
 class _LimitParamValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, min: float, max: float) -> Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx, x: Tensor, min: float, max: float, active: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, active)
         ctx.bounds = (min, max)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
+        x, active = ctx.saved_tensors
         lo, hi = ctx.bounds
         # Below the minimum, flip gradients that would shrink x further; above the max,
         # flip those that would grow it.  Gradient descent then pushes x back into range.
         flip = ((grad > 0) & (x < lo)) | ((grad < 0) & (x > hi))
-        return torch.where(flip, -grad, grad), None, None
+        if active is not None:
+            flip = flip & active
+        return torch.where(flip, -grad, grad), None, None, None
 
 
 def limit_param_value(
@@ -217,42 +276,61 @@ def limit_param_value(
 ) -> Tensor:
     """Identity; while training (with probability ``prob``) steers ``x`` back into
     ``[min, max]`` through its gradient."""
-    if training and x.requires_grad and random.random() < prob:
-        return _LimitParamValue.apply(x, min, max)
-    return x
+    if not (training and x.requires_grad):
+        return x
+    active = random_draw(x.device) < prob
+    if active is False:
+        return x
+    return _LimitParamValue.apply(x, min, max, _tensor_or_none(active))
 
 
 class _BalancerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, limits: Tuple[float, ...], channel_dim: int) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.limits = limits
-        ctx.channel_dim = channel_dim
+    def forward(ctx, x: Tensor, balancer_id: int, active: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, active)
+        ctx.balancer_id = balancer_id
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, x_grad: Tensor):
-        (x,) = ctx.saved_tensors
-        min_mean, max_mean, min_rms, max_rms, grad_scale = ctx.limits
-        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
-            x = x.detach().float().requires_grad_(True)
-            dims = [d for d in range(x.ndim) if d != ctx.channel_dim]
-            sq = (x**2).mean(dim=dims, keepdim=True)
-            mean = x.mean(dim=dims, keepdim=True)
-            std = (sq - mean**2).clamp(min=1e-20).sqrt()
-            rms = sq.clamp(min=1e-20).sqrt()
-            m = mean / std
-            # Penalties are zero inside the allowed ranges.
-            loss = (m - m.clamp(min_mean, max_mean)).abs() + (
-                rms.clamp(min_rms, max_rms) / rms
-            ).log().abs()
-            (loss_grad,) = torch.autograd.grad(loss.sum(), x)
-        loss_grad_rms = (loss_grad**2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-20)
-        loss_grad = loss_grad * (grad_scale / loss_grad_rms)
-        g = x_grad.float()
-        # Each element's correction is proportional to |its own gradient|, so the balancer
-        # never dominates the real loss.
-        return (g + g.abs() * loss_grad).to(x_grad.dtype), None, None
+        x, active = ctx.saved_tensors
+        return torch.ops.icefall.balancer_grad(x, x_grad, active, ctx.balancer_id), None, None
+
+
+@torch.library.custom_op("icefall::balancer_grad", mutates_args=())
+def _balancer_grad(x: Tensor, x_grad: Tensor, active: Optional[Tensor], balancer_id: int) -> Tensor:
+    """The gradient of :class:`Balancer` ``balancer_id`` given the incoming ``x_grad`` (shape of
+    ``x``); ``active``: a 0-d bool tensor (compiled; False: ``x_grad`` unchanged) or None."""
+    if active is not None and not active.item():
+        return x_grad.clone()
+    m = _FoundInBackward.find(balancer_id)
+    min_mean, max_mean, min_rms, max_rms, grad_scale = m.limits_now()
+    dims = [d for d in range(x.ndim) if d != m.channel_dim % x.ndim]
+
+    def penalty(x: Tensor) -> Tensor:
+        sq = (x**2).mean(dim=dims, keepdim=True)
+        mean = x.mean(dim=dims, keepdim=True)
+        std = (sq - mean**2).clamp(min=1e-20).sqrt()
+        rms = sq.clamp(min=1e-20).sqrt()
+        m = mean / std
+        # Penalties are zero inside the allowed ranges.
+        loss = (m - m.clamp(min_mean, max_mean)).abs() + (rms.clamp(min_rms, max_rms) / rms).log().abs()
+        return loss.sum()
+
+    with torch.autocast(x.device.type, enabled=False):
+        # torch.func.grad: plain autograd is switched off inside a custom op
+        loss_grad = torch.func.grad(penalty)(x.detach().float())
+    loss_grad_rms = (loss_grad**2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-20)
+    loss_grad = loss_grad * (grad_scale / loss_grad_rms)
+    g = x_grad.float()
+    # Each element's correction is proportional to |its own gradient|, so the balancer
+    # never dominates the real loss.
+    return (g + g.abs() * loss_grad).to(x_grad.dtype)
+
+
+@_balancer_grad.register_fake
+def _(x: Tensor, x_grad: Tensor, active: Optional[Tensor], balancer_id: int) -> Tensor:
+    return torch.empty_like(x_grad)
 
 
 #: How :class:`Balancer` turns a proportion of positive values into a limit on mean/std.
@@ -284,7 +362,7 @@ def set_balancer_limits(module: nn.Module, limits: str) -> None:
             m.limits = limits
 
 
-class Balancer(nn.Module):
+class Balancer(_FoundInBackward):
     """Keeps each channel's statistics in range by nudging gradients (forward is identity).
 
     Constraints per channel (over all other dims): proportion of positive values in
@@ -316,18 +394,25 @@ class Balancer(nn.Module):
         self.prob = ScheduledFloat((0.0, 0.5), (8000.0, 0.125), default=0.4) if prob is None else prob
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or not x.requires_grad or random.random() >= float(self.prob):
+        if not self.training or not x.requires_grad:
             return x
+        active = random_draw(x.device) < float(self.prob)
+        if active is False:
+            return x
+        assert x.shape[self.channel_dim] == self.num_channels
+        return _BalancerFunction.apply(x, id(self), _tensor_or_none(active))
+
+    def limits_now(self) -> Tuple[float, float, float, float, float]:
+        """(min, max) of mean/std, (min, max) of rms, grad_scale at the current batch count
+        (read in backward, outside any compiled graph)."""
         abs_to_rms = math.sqrt(math.pi / 2)
-        limits = (
+        return (
             _proportion_positive_to_mean(float(self.min_positive), self.limits),
             _proportion_positive_to_mean(float(self.max_positive), self.limits),
             abs_to_rms * float(self.min_abs),
             abs_to_rms * float(self.max_abs),
             float(self.grad_scale),
         )
-        assert x.shape[self.channel_dim] == self.num_channels
-        return _BalancerFunction.apply(x, limits, self.channel_dim % x.ndim)
 
 
 def whitening_metric(x: Tensor, num_groups: int) -> Tensor:
@@ -348,28 +433,45 @@ def whitening_metric(x: Tensor, num_groups: int) -> Tensor:
 
 class _WhitenFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, module: "Whiten") -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.module = module
+    def forward(ctx, x: Tensor, whiten_id: int, draw: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, draw)
+        ctx.whiten_id = whiten_id
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, x_grad: Tensor):
-        (x,) = ctx.saved_tensors
-        w = ctx.module
-        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
-            xd = x.detach().float().requires_grad_(True)
-            metric = whitening_metric(xd, w.num_groups)
-            if metric.item() < float(w.whitening_limit):
-                w.prob = w.min_prob  # within limit: check less often
-                return x_grad, None
-            w.prob = w.max_prob
-            (penalty_grad,) = torch.autograd.grad(metric, xd)
-        scale = float(w.grad_scale) * x_grad.float().norm() / (penalty_grad.norm() + 1e-20)
-        return x_grad + (penalty_grad * scale).to(x_grad.dtype), None
+        x, draw = ctx.saved_tensors
+        return torch.ops.icefall.whiten_grad(x, x_grad, draw, ctx.whiten_id), None, None
 
 
-class Whiten(nn.Module):
+@torch.library.custom_op("icefall::whiten_grad", mutates_args=())
+def _whiten_grad(x: Tensor, x_grad: Tensor, draw: Optional[Tensor], whiten_id: int) -> Tensor:
+    """The gradient of :class:`Whiten` ``whiten_id`` given the incoming ``x_grad`` (shape of ``x``),
+    switching its ``prob``. ``draw``: None (eager decided in forward to check) or the 0-d tensor
+    drawn in a compiled forward, compared with ``prob`` here (a Python number that the graph
+    cannot read without recompiling whenever it switches)."""
+    w = _FoundInBackward.find(whiten_id)
+    if draw is not None and draw.item() > w.prob:
+        return x_grad.clone()
+    with torch.autocast(x.device.type, enabled=False):
+        xd = x.detach().float()
+        metric = whitening_metric(xd, w.num_groups)
+        if metric.item() < float(w.whitening_limit):
+            w.prob = w.min_prob  # within limit: check less often
+            return x_grad.clone()
+        w.prob = w.max_prob
+        # torch.func.grad: plain autograd is switched off inside a custom op
+        penalty_grad = torch.func.grad(whitening_metric)(xd, w.num_groups)
+    scale = float(w.grad_scale) * x_grad.float().norm() / (penalty_grad.norm() + 1e-20)
+    return x_grad + (penalty_grad * scale).to(x_grad.dtype)
+
+
+@_whiten_grad.register_fake
+def _(x: Tensor, x_grad: Tensor, draw: Optional[Tensor], whiten_id: int) -> Tensor:
+    return torch.empty_like(x_grad)
+
+
+class Whiten(_FoundInBackward):
     """Identity forward; when the whitening metric of the input exceeds ``whitening_limit``,
     adds the metric's gradient (scaled to ``grad_scale`` times the norm of the incoming
     gradient) in backprop.  Checked with probability ``prob`` (min while within limit, max
@@ -391,14 +493,14 @@ class Whiten(nn.Module):
         self.prob = self.max_prob
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            not self.training
-            or not x.requires_grad
-            or float(self.grad_scale) == 0
-            or random.random() > self.prob
-        ):
+        if not self.training or not x.requires_grad or float(self.grad_scale) == 0:
             return x
-        return _WhitenFunction.apply(x, self)
+        draw = random_draw(x.device)
+        if not isinstance(draw, Tensor):  # eager: decide now, as always
+            if draw > self.prob:
+                return x
+            draw = None
+        return _WhitenFunction.apply(x, id(self), draw)
 
     # ``prob`` changes inside backward: a resumed run needs it (see ScheduledFloat).
     def training_state(self) -> Dict[str, Any]:
@@ -434,26 +536,32 @@ class Dropout2(nn.Module):
         return x * mask
 
 
-def penalize_abs_values_gt(x: Tensor, limit: float, penalty: float) -> Tensor:
-    """Identity forward; backprop adds the gradient of ``penalty * relu(|x| - limit)``."""
-    if not x.requires_grad:
+def penalize_abs_values_gt(
+    x: Tensor, limit: float, penalty: float, active: Union[bool, Tensor] = True
+) -> Tensor:
+    """Identity forward; backprop adds the gradient of ``penalty * relu(|x| - limit)``
+    (where ``active`` holds: a bool, or a 0-d bool tensor from a compiled draw)."""
+    if not x.requires_grad or active is False:
         return x
-    return _PenalizeAbs.apply(x, limit, penalty)
+    return _PenalizeAbs.apply(x, limit, penalty, _tensor_or_none(active))
 
 
 class _PenalizeAbs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, limit: float, penalty: float) -> Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx, x: Tensor, limit: float, penalty: float, active: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, active)
         ctx.args = (limit, penalty)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
+        x, active = ctx.saved_tensors
         limit, penalty = ctx.args
         extra = (x.abs() > limit).to(grad.dtype) * x.sign().to(grad.dtype) * penalty
-        return grad + extra, None, None
+        out = grad + extra
+        if active is not None:
+            out = torch.where(active, out, grad)
+        return out, None, None, None
 
 
 __all__: List[str] = [
@@ -470,6 +578,8 @@ __all__: List[str] = [
     "scale_grad",
     "ScaleGrad",
     "limit_param_value",
+    "random_draw",
+    "choose",
     "Balancer",
     "Whiten",
     "whitening_metric",

@@ -18,7 +18,6 @@ same output alone as in a padded batch (eval mode).  Padded output frames are ze
 """
 import copy
 import math
-import random
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,9 +32,11 @@ from icefall.nn.scaling import (
     ScaledLinear,
     ScheduledFloat,
     Whiten,
+    choose,
     convert_num_channels,
     limit_param_value,
     penalize_abs_values_gt,
+    random_draw,
     swoosh_l,
     swoosh_r,
     whitening_schedule,
@@ -411,15 +412,19 @@ class RelPositionAttentionWeights(nn.Module):
         k = k.reshape(B, T, H, dq).permute(0, 2, 3, 1)  # (B, H, dq, T)
         scores = torch.matmul(q, k)  # (B, H, T, T)
 
-        if not self.training or random.random() >= float(self.pos_emb_skip_rate):
-            p = p.reshape(B, T, H, dp).transpose(1, 2)  # (B, H, T, dp)
+        def with_pos_scores() -> Tensor:
+            pq = p.reshape(B, T, H, dp).transpose(1, 2)  # (B, H, T, dp)
             pos = self.linear_pos(pos_emb).reshape(1, 2 * T - 1, H, dp).permute(0, 2, 3, 1)
-            pos_scores = torch.matmul(p, pos).contiguous()  # (B, H, T, 2T-1), offset index
-            scores = scores + rel_to_abs(pos_scores)
+            pos_scores = torch.matmul(pq, pos).contiguous()  # (B, H, T, 2T-1), offset index
+            return scores + rel_to_abs(pos_scores)
 
-        if self.training and random.random() < 0.1:
+        use_pos = not self.training or random_draw(x.device) >= float(self.pos_emb_skip_rate)
+        scores = choose(use_pos, with_pos_scores, scores)
+
+        if self.training:
             # Failsafe against implausibly large scores (gradient-only penalty).
-            scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1.0e-4)
+            penalize = random_draw(x.device) < 0.1
+            scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1.0e-4, active=penalize)
         if key_padding_mask is not None:
             # -1000 (not -inf) so fully masked rows stay finite; exp(-1000) is exactly 0.
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], -1000.0)
@@ -623,10 +628,15 @@ class ZipformerLayer(nn.Module):
 
         attn_keep = self._keep_mask(x, self.attention_skip_rate)
         na_weights = attn_weights[:, 0:1]
-        if self.training and random.random() < float(self.const_attention_rate):
+
+        def constant_attention() -> Tensor:
             # Uniform weights over the unmasked keys: nudges the module toward averaging.
-            na_weights = (na_weights > 0.0).to(na_weights.dtype)
-            na_weights = na_weights / na_weights.sum(dim=-1, keepdim=True)
+            w = (na_weights > 0.0).to(na_weights.dtype)
+            return w / w.sum(dim=-1, keepdim=True)
+
+        if self.training:
+            const = random_draw(x.device) < float(self.const_attention_rate)
+            na_weights = choose(const, constant_attention, na_weights)
         x = x + self._masked(self.balancer_na(self.nonlin_attention(x, na_weights)), attn_keep)
         x = x + self._masked(self.self_attn1(x, attn_weights), attn_keep)
         x = x + self._masked(self.conv_module1(x, key_padding_mask), self._keep_mask(x, self.conv_skip_rate))
