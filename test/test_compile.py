@@ -39,9 +39,34 @@ def _graph_breaks(module, *args):
     return explained.graph_count, [b.reason.splitlines()[0] for b in explained.break_reasons]
 
 
-def test_transformer_encoder_training_forward_is_one_graph():
+@pytest.mark.parametrize("layerdrop", [0.0, 0.5])
+def test_transformer_encoder_training_forward_is_one_graph(layerdrop):
+    """With layer drop (hubert-base: 0.05) each layer's Python draw used to be a graph break."""
     encoder, feats, feat_lens = _encoder_inputs("hubert-tiny", train=True)
+    encoder.layerdrop = layerdrop
     assert _graph_breaks(encoder, feats, feat_lens) == (1, [])
+
+
+def test_eager_layer_drop_skips_the_layers_python_random_picks():
+    """Eager layer drop is what it was: one ``random.random()`` per layer, a layer skipped when the
+    draw is below ``layerdrop`` (checked against a plain loop over the layers)."""
+    encoder, feats, feat_lens = _encoder_inputs("hubert-tiny", train=True)
+    encoder.layerdrop, encoder.dropout.p = 0.5, 0.0
+    for layer in encoder.layers:
+        layer.eval()  # no dropout inside the layers: the two runs must not differ by torch's RNG
+    random.seed(3)
+    skipped = [random.random() < 0.5 for _ in encoder.layers]
+    assert any(skipped) and not all(skipped)
+    random.seed(3)
+    got, hidden = encoder(feats, feat_lens, return_hidden=True)[::2]
+    pad = ~(torch.arange(feats.shape[1])[None, :] < feat_lens[:, None]).unsqueeze(-1)
+    x = feats.masked_fill(pad, 0.0)
+    x = encoder.layer_norm(x + encoder.pos_conv(x, pad))  # hubert-tiny: post-norm
+    mask = ~pad.squeeze(-1)[:, None, None, :]
+    for layer, skip in zip(encoder.layers, skipped):
+        x = x if skip else layer(x, mask, None)
+    assert torch.equal(got, x.masked_fill(pad, 0.0))
+    assert len(hidden) == len(encoder.layers)
 
 
 def test_zipformer_encoder_inference_forward_is_one_graph():

@@ -15,12 +15,12 @@ Parameter names mirror fairseq's ``TransformerEncoder`` (``pos_conv``, ``layers.
 ``layer_norm``) so a fairseq HuBERT state dict maps with a few renames (docs/encoders.md).
 """
 import math
-import random
 from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from icefall.nn.scaling import choose, random_draw
 from icefall.utils import make_pad_mask
 
 
@@ -304,11 +304,9 @@ class TransformerEncoder(nn.Module):
         rel_pos_bias = self.rel_pos_bias(x.shape[1]) if self.rel_pos_bias is not None else None
         hidden: List[Tensor] = []
         for layer in self.layers:
-            if self.training and self.layerdrop > 0 and random.random() < self.layerdrop:
-                if return_hidden:
-                    hidden.append(x.masked_fill(pad, 0.0))
-                continue
-            x = layer(x, attn_mask, rel_pos_bias)
+            # Layer drop: a Python draw in eager, a tensor decision while compiling (one graph).
+            keep = not self.training or self.layerdrop <= 0 or random_draw(x.device) >= self.layerdrop
+            x = choose(keep, lambda: layer(x, attn_mask, rel_pos_bias), x)
             if return_hidden:
                 hidden.append(x.masked_fill(pad, 0.0))
         if self.layer_norm_first:
