@@ -273,6 +273,12 @@ class Trainer:
         if params.compile:
             # In place (nn.Module.compile): parameters, state_dict keys and hooks stay those of
             # the module itself, so checkpoints and the averaged model are as without it.
+            # Zipformer's ScheduledFloats are Python floats the graph specialises on: every
+            # breakpoint a schedule crosses recompiles (22 in zipformer-ssl-base), and past
+            # dynamo's limit (8) the forward silently runs eagerly.
+            import torch._dynamo.config as dynamo_config
+
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
             model.compile()
         if world_size > 1:
             self.model = DDP(
