@@ -58,26 +58,22 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: vocoder on prematched fbank"
   python3 "$knn/train_vocoder.py" --features fbank --num-epochs "$epochs" --exp-dir knn_vc/exp-fbank --tensorboard false
 fi
-if [ -f "$ssl_ckpt" ]; then
-  vocoders="$vocoders knn_vc/exp-ssl/epoch-$epochs.pt"
-  if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-    log "Stage 2: vocoder on prematched layer $layer of $ssl_ckpt"
-    python3 "$knn/train_vocoder.py" --features "$ssl_ckpt" --layer "$layer" --num-epochs "$epochs" \
-      --exp-dir knn_vc/exp-ssl --tensorboard false
+# ssl_vocoder <stage> <name> <checkpoint> <layer> <option>: a vocoder on prematched features of
+# one layer of a checkpoint, into knn_vc/exp-<name>, when the checkpoint exists.
+ssl_vocoder() {
+  if [ -f "$3" ]; then
+    vocoders="$vocoders knn_vc/exp-$2/epoch-$epochs.pt"
+    if [ $stage -le $1 ] && [ $stop_stage -ge $1 ]; then
+      log "Stage $1: vocoder on prematched layer $4 of $3"
+      python3 "$knn/train_vocoder.py" --features "$3" --layer "$4" --num-epochs "$epochs" \
+        --exp-dir knn_vc/exp-$2 --tensorboard false
+    fi
+  else
+    log "No $3: no $2 vocoder (give $5)"
   fi
-else
-  log "No $ssl_ckpt: no SSL-layer vocoder (give --ssl-ckpt)"
-fi
-if [ -f "$spidr_ckpt" ]; then
-  vocoders="$vocoders knn_vc/exp-spidr/epoch-$epochs.pt"
-  if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-    log "Stage 3: vocoder on prematched layer $spidr_layer of $spidr_ckpt"
-    python3 "$knn/train_vocoder.py" --features "$spidr_ckpt" --layer "$spidr_layer" --num-epochs "$epochs" \
-      --exp-dir knn_vc/exp-spidr --tensorboard false
-  fi
-else
-  log "No $spidr_ckpt: no SpidR vocoder (give --spidr-ckpt)"
-fi
+}
+ssl_vocoder 2 ssl "$ssl_ckpt" "$layer" --ssl-ckpt
+ssl_vocoder 3 spidr "$spidr_ckpt" "$spidr_layer" --spidr-ckpt
 if [ -z "$asv_upstream" ]; then
   asv_upstream=fbank
   [ -f "$ssl_ckpt" ] && asv_upstream=$ssl_ckpt
