@@ -1,6 +1,8 @@
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Iterable
 
 import pytest
 import torch
@@ -18,6 +20,38 @@ torch.set_num_threads(int(os.environ.get("ICEFALL_TEST_THREADS", "1")))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# Disk: with pytest.ini's tmp_path_retention_policy = "failed", pytest deletes a passing test's
+# tmp_path at once but the directories of tmp_path_factory (module-scoped fixtures) only at the
+# end of the session, so a full run would hold every module's training runs at once (GBs of
+# checkpoints). Module fixtures take their directory from scoped_tmp_dir instead, and tests drop
+# the checkpoints they have read (drop_checkpoints).
+
+
+def scoped_tmp_dir(request: pytest.FixtureRequest, name: str) -> Path:
+    """``tmp_path_factory.mktemp(name)`` for a module- (or class-) scoped fixture, deleted when
+    that fixture is torn down unless a test failed meanwhile (kept for inspection, as pytest
+    keeps a failed test's ``tmp_path``) or the retention policy is not "failed"."""
+    path = request.getfixturevalue("tmp_path_factory").mktemp(name)
+    failed_before = request.session.testsfailed
+
+    def remove_if_passed():
+        if (request.config.getini("tmp_path_retention_policy") == "failed"
+                and request.session.testsfailed == failed_before):
+            shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(remove_if_passed)
+    return path
+
+
+def drop_checkpoints(exp_dir: Path, keep: Iterable[str] = ()) -> None:
+    """Delete the ``*.pt`` files directly in ``exp_dir`` except those named in ``keep``: for a
+    test to call once it no longer reads a training run's checkpoints."""
+    keep = set(keep)
+    for f in Path(exp_dir).glob("*.pt"):
+        if f.name not in keep:
+            f.unlink()
 
 
 def write_random_fbank_cuts(out_dir: Path, texts, frames, splits=("test",)) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import scoped_tmp_dir
 
 from icefall.data.datamodule import DataModule
 from icefall.eval.pnmi import pnmi_from_alignments
@@ -30,9 +31,9 @@ def _run(args, cwd):
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
+def tiny_corpus(request):
     """run.sh --tiny stage 0: the tiny corpus with fbank, tokens and k-means labels."""
-    work = tmp_path_factory.mktemp("mini")
+    work = scoped_tmp_dir(request, "mini")
     _run(["--stop-stage", "0"], work)
     return work
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import scoped_tmp_dir
 
 from icefall.asr import decode
 from icefall.asr.finetune import build_asr_model
@@ -34,9 +35,9 @@ def _run(cmd, cwd):
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
+def tiny_corpus(request):
     """prepare.sh --tiny up to the token sets (no k-means labels: fine-tuning needs none)."""
-    work = tmp_path_factory.mktemp("mini-prune")
+    work = scoped_tmp_dir(request, "mini-prune")
     _run(["bash", str(RECIPE / "prepare.sh"), "--tiny", "--stop-stage", "4"], work)
     return work
 

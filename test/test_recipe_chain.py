@@ -24,6 +24,7 @@ from typing import Dict, List
 
 import pytest
 import soundfile as sf
+from conftest import scoped_tmp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--encoder", "zipformer-tiny", "--frontend", "fbank",
@@ -128,10 +129,10 @@ def _timed(corpus: Corpus, step: str, fn, *args):
 
 
 @pytest.fixture(scope="module", params=sorted(CORPORA))
-def chain(request, tmp_path_factory):
+def chain(request):
     """The corpus's recipe run from prepare.sh to export.py in a fresh directory."""
     c = CORPORA[request.param]
-    root = tmp_path_factory.mktemp(c.name)
+    root = scoped_tmp_dir(request, c.name)
     c.make_tree(root / "download")
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     start = time.perf_counter()

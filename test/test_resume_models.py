@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import drop_checkpoints, scoped_tmp_dir
 
 from icefall.models import get_objective
 from icefall.ssl.pretrain import build_model, compute_loss, get_parser
@@ -52,8 +53,9 @@ def run(exp_dir: Path, method: str, stop_after=None, train=True, **overrides) ->
         ref_duration=1.0, max_duration=160.0, warmup_batches=2, lr_batches=20,
     ).parse_args([])
     params = AttributeDict(vars(args))
-    params.update(exp_dir=exp_dir, num_epochs=3, save_every_n=2, average_period=1, log_interval=100,
-                  valid_interval=1000, tensorboard=False, seed=5)
+    # keep_last_k=1: a resume reads only the newest checkpoint-<batch>.pt (30 MB each)
+    params.update(exp_dir=exp_dir, num_epochs=3, save_every_n=2, keep_last_k=1, average_period=1,
+                  log_interval=100, valid_interval=1000, tensorboard=False, seed=5)
     params.update(overrides)
     torch.manual_seed(0)
     model = build_model(params)
@@ -109,13 +111,14 @@ class _Unbroken(dict):
 
     def __missing__(self, method: str) -> Trainer:
         self[method] = run(self.root / method, method, **OVERRIDES.get(method, {}))
+        drop_checkpoints(self.root / method)  # the tests compare the Trainer in memory
         return self[method]
 
 
 @pytest.fixture(scope="module")
-def unbroken(tmp_path_factory):
+def unbroken(request):
     """method -> the unbroken run's Trainer, run when first asked for."""
-    return _Unbroken(tmp_path_factory.mktemp("unbroken"))
+    return _Unbroken(scoped_tmp_dir(request, "unbroken"))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import drop_checkpoints, scoped_tmp_dir
 
 from icefall.checkpoint import load_file
 
@@ -77,12 +78,12 @@ COMMON = [
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(request):
     """The tiny mini corpus with k-means labels, and train-ddp: NUM_CUTS cuts whose durations
     make each batch exactly one cut, so a 2-process step is exactly 2 cuts."""
     from lhotse import CutSet, load_manifest
 
-    root = tmp_path_factory.mktemp("mini")
+    root = scoped_tmp_dir(request, "mini")
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     for stage in ("1", "3", "5"):  # audio, fbank, labels (validation and tokens not needed)
         r = subprocess.run(["bash", str(PREPARE), "--tiny", "--stage", stage, "--stop-stage", stage],
@@ -162,6 +163,7 @@ def test_two_process_resume_from_start_batch(runs):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Resumed from exp-resume/checkpoint-2.pt" in r.stdout + r.stderr
     assert _max_diff(_model(exp / "epoch-1.pt"), _model(runs / "exp-2proc/epoch-1.pt")) == 0.0
+    drop_checkpoints(exp)
 
 
 @pytest.mark.slow
@@ -170,6 +172,7 @@ def test_plain_pretrain_py_under_torchrun(corpus):
     parameters without gradients in some steps, which DDP must be told about."""
     r = _train(corpus, "exp-plain", 2, harness=False)
     assert r.returncode == 0, r.stderr[-2000:]
+    drop_checkpoints(corpus / "exp-plain")
 
 
 @pytest.mark.slow
@@ -184,6 +187,8 @@ def test_two_process_resume_is_exact_with_process_rngs(corpus):
     b = _train(corpus, "exp-rng-resume", 2, "--start-batch", "2")
     assert b.returncode == 0, b.stderr[-2000:]
     assert _max_diff(_model(exp / "epoch-1.pt"), _model(corpus / "exp-rng/epoch-1.pt")) == 0.0
+    drop_checkpoints(exp)
+    drop_checkpoints(corpus / "exp-rng")
 
 
 @pytest.mark.slow
@@ -218,3 +223,4 @@ def test_slurm_sbatch_script(corpus, tmp_path):
     assert "(0/2) Epoch 1 done" in out and "'use_fp16': False" in out
     assert len(list((corpus / "exp-slurm" / "log").glob("log-pretrain-*"))) == 2
     assert (corpus / "exp-slurm" / "epoch-1.pt").is_file()
+    drop_checkpoints(corpus / "exp-slurm")
