@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import scoped_tmp_dir
+from conftest import drop_checkpoints, scoped_tmp_dir
 
 from icefall.data.datamodule import DataModule
 from icefall.eval.pnmi import pnmi_from_alignments
@@ -140,6 +140,9 @@ def test_run_sh_tiny_end_to_end(tiny_corpus, monkeypatch):
     assert len(lm) == 12 and all(set(hyp) <= words for _, _, hyp in lm)
     assert compute_wer(lm).wer < compute_wer(train).wer, (compute_wer(lm).wer, compute_wer(train).wer)
     assert "| pretrained (HuBERT-style) + fine-tuned | lexicon + LM |" in out
+    # The module's later tests read none of these runs' checkpoints (2.4 GB: 2 x 60 epochs).
+    for exp in ("exp-pretrain", "exp-ft", "exp-scratch"):
+        drop_checkpoints(tiny_corpus / "zipformer" / exp)
 
 
 def test_extract_features_matches_the_model(tiny_corpus, monkeypatch, tmp_path):
