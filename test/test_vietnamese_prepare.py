@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import scoped_tmp_dir
 
 from icefall.data import vietnamese as vi
 
@@ -42,8 +43,8 @@ def _digest(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vietnamese")
+def recipe(request):
+    root = scoped_tmp_dir(request, "vietnamese")
     dl = root / "download"
     gs_dir, gs_texts = vi.write_gigaspeech2_tree(dl / "gigaspeech2", GS2, seed=0)
     _, cv_texts = vi.write_commonvoice_tree(dl, CV, seed=0)
