@@ -278,7 +278,8 @@ class Trainer:
             # dynamo's limit (8) the forward silently runs eagerly.
             import torch._dynamo.config as dynamo_config
 
-            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+            limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"  # (torch < 2.6)
+            setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
             model.compile()
         if world_size > 1:
             self.model = DDP(
