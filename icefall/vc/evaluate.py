@@ -69,7 +69,6 @@ class SpeakerSimilarity:
         return torch.nn.functional.normalize((self._raw(wav) - self.mean) / self.std, dim=0)
 
 
-
 class SpeakerScorer:
     """One speaker measure over the protocol's speakers: each speaker's centroid (the unit mean of
     its reference utterances' embeddings) and the measure's EER, with its threshold, on trials of

@@ -57,13 +57,13 @@ log() { echo "$(date '+%F %T') (run_objectives.sh) $*"; }
 common="--tensorboard false"
 # A Transformer as large as the Zipformer (3.60M vs 3.55M parameters): hubert-tiny widened
 # to 4 layers of 256, no dropout (the mini model underfits, as the Zipformer's defaults say).
-transformer="--encoder hubert-tiny --encoder-overrides frontend_layer3_channels=32,embed_dim=256,ffn_dim=1024,num_heads=4,num_layers=4,dropout=0.0,attention_dropout=0.0"
+transformer_overrides=frontend_layer3_channels=32,embed_dim=256,ffn_dim=1024,num_heads=4,num_layers=4,dropout=0.0,attention_dropout=0.0
 if $tiny; then  # the plumbing on the tiny corpus (the test suite)
   pretrain_opts="--max-duration 40 --save-every-n 2 --encoder-overrides frontend_layer3_channels=32,dropout=0.0"
   eval_opts="--max-cuts 8"
   finetune_opts="--num-epochs 2 --max-duration 8 --encoder-overrides frontend_layer3_channels=32,dropout=0.0"
   ft_epoch=2; ft_avg=1; splits="test"; tune_split=test
-  transformer="--encoder hubert-tiny --encoder-overrides frontend_layer3_channels=32,dropout=0.0"
+  transformer_overrides=frontend_layer3_channels=32,dropout=0.0
 else
   pretrain_opts="--max-duration 40"
   eval_opts=""
@@ -77,7 +77,7 @@ pretrained() { ls -v "$1"/checkpoint-*.pt 2>/dev/null | tail -n 1; }
 run_system() {
   local sys=$1 method=$1 model_opts="" exp=objectives/exp-$1 ft=objectives/ft-$1 ckpt=none
   case $sys in
-    hubert-transformer) method=hubert; model_opts=$transformer ;;
+    hubert-transformer) method=hubert; model_opts="--encoder hubert-tiny --encoder-overrides $transformer_overrides" ;;
     # SpidR/DinoSR on 4 Zipformer stacks: codebooks on the top 2, the teacher's EMA timescale
     # scaled to a run of a few hundred updates (the spidr/ recipe's mini settings).
     spidr|dinosr) model_opts="--num-codebooks 2 --codebook-size 64 --ema-timescale 300" ;;
@@ -104,7 +104,7 @@ run_system() {
   fi
   # Fine-tuning takes the pretrained model's architecture; from scratch, the Zipformer's.
   local ft_model_opts=""
-  [ $sys != hubert-transformer ] || ft_model_opts="--encoder-overrides ${transformer##*--encoder-overrides }"
+  [ $sys != hubert-transformer ] || ft_model_opts="--encoder-overrides $transformer_overrides"
   if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && [ ! -f $ft/epoch-$ft_epoch.pt ]; then
     log "$sys: fine-tuning -> $ft"
     python3 "$recipe_dir/zipformer/finetune.py" $common $finetune_opts $ft_model_opts --init-ckpt $ckpt --exp-dir $ft
