@@ -190,13 +190,17 @@ def test_count_batches_does_not_consume_the_loader():
     assert count_batches(SimpleNamespace()) is None
 
 
-def _system(root, name, method, results, split="test"):
+def _system(root, name, method, results, split="test", target=0.5, reached=None, wall=None,
+            key="ctc-greedy-search-pruned"):
     exp = root / name
-    exp.mkdir()
+    exp.mkdir(parents=True)
+    reached = target if reached is None else reached
     (exp / "prune-summary.json").write_text(json.dumps(dict(
-        method=method, target_sparsity=0.5, sparsity_pruned_layers=0.5 if method != "none" else 0.0,
+        method=method, target_sparsity=target, sparsity_pruned_layers=reached if method != "none" else 0.0,
         sparsity_model=0.25, compact_bytes=2048, dense_bytes=4096, ratio=2.0)))
-    path = recogs_path(exp, split)
+    if wall is not None:
+        (exp / "wall-seconds").write_text(f"{wall}\n")
+    path = exp / key.split("-pruned")[0].split("-beam")[0] / f"recogs-{split}-{key}.txt"
     path.parent.mkdir(parents=True)
     store_transcripts(path, results)
     return exp
@@ -216,6 +220,38 @@ def test_compare_table_and_lossless(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 5 and "| bad | 50 | 50.00 | 25.00 | 25.00 | 14.29 | 0 | 0 | no | 2 |" in out
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_sweep_summary_over_seeds(tmp_path, capsys):
+    """Two seed roots as prune_sweep.sh leaves them, decoded with the LM (its long result names);
+    means, ranges, per-seed p-values and the highest lossless target computed by hand."""
+    refs = [(f"u{i}", ["A", "B", "C", "D"], ["A", "B", "C", "D"]) for i in range(30)]
+    def errs_in(utts):  # one substitution in each of these utterances
+        return [(c, r, ["A", "Y", "C", "D"] if i in utts else h) for i, (c, r, h) in enumerate(refs)]
+    dense = errs_in({0, 1, 2})
+    one_sub = errs_in(set(range(30)))  # vs dense: 27 segments +1, 3 equal: significant
+    moved = errs_in({2, 3, 4})  # vs dense: -1, -1, 0, +1, +1: mean 0, p = 1
+    key = "ctc-lexicon-lm-beam-size-50-beam-25-lm-3gram-lm-weight-1-word-score-2-pruned"
+    for seed, gates90 in (("seed1", moved), ("seed2", one_sub)):
+        root = tmp_path / seed
+        _system(root, "exp-dense", "none", dense, key=key, wall=100)
+        _system(root, "exp-gates-50", "gates", refs, key=key, target=0.5, reached=0.49, wall=10)  # fewer errors
+        _system(root, "exp-gates-90", "gates", gates90, key=key, target=0.9, reached=0.91, wall=30)
+        _system(root, "exp-ump-50", "uniform", moved, key=key, target=0.5, wall=20)
+    (tmp_path / "seed2" / "exp-ump-90").mkdir()  # unfinished: skipped, not fatal
+    groups = compare_main(["--sweep", str(tmp_path / "seed1"), str(tmp_path / "seed2"),
+                           "--decoding-method", "ctc-lexicon-lm", "--png", str(tmp_path / "fig2.png")])
+    by = {(g["system"], g["target"]): g for g in groups}
+    assert [g["system"] for g in groups][0] == "dense" and by[("dense", 0.0)]["seeds"] == 2
+    g90 = by[("gates", 0.9)]
+    # WER: seed1 3 errors / 120 words, seed2 30 / 120
+    assert g90["wer"] == pytest.approx((2.5 + 25.0) / 2) and g90["wer_range"] == pytest.approx((2.5, 25.0))
+    assert g90["sparsity"] == pytest.approx(0.91) and g90["wall_s"] == 30
+    assert g90["p_word"][0] == 1.0 and g90["p_word"][1] < 1e-6 and g90["lossless"] is False
+    assert by[("gates", 0.5)]["lossless"] is True and by[("ump", 0.5)]["lossless"] is True
+    out = capsys.readouterr().out
+    assert "Highest sparsity lossless in every seed (target): gates 50%, ump 50%" in out
+    assert (tmp_path / "fig2.png").stat().st_size > 0
 
 
 def test_lossless_rule_and_char_results():

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from icefall.nn.transformer import TransformerEncoder
-from icefall.prune.export import export_compact, load_compact
+from icefall.prune.export import export_compact, linear_shapes, load_compact
 from icefall.prune.gates import GateController, current_sparsity, remove_gates
 from icefall.prune.nas import (
     PAPER_PRUNE_FRACTIONS,
@@ -171,9 +171,21 @@ def test_compact_export_equals_masked_model(choice, tmp_path):
         plain = load_compact(tmp_path / "c.pt", copy.deepcopy(dense))
         torch.testing.assert_close(plain(x, lens)[0], masked)
         small = copy.deepcopy(enc)
+        shapes = linear_shapes(small)
         widths = compact_channels(small)
         out, _ = small(x, lens)
+        # the channel-compact file: narrower linears, rebuilt in a freshly built plain model
+        report = export_compact(small, tmp_path / "narrow.pt", dense_shapes=shapes)
+        rebuilt = load_compact(tmp_path / "narrow.pt", copy.deepcopy(dense))
+        torch.testing.assert_close(rebuilt(x, lens)[0], masked, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-5)
+    narrowed = report["narrowed"]
+    assert set(narrowed) == (set() if choice == (0, 0) else {
+        f"layers.{i}.{n}" for i in range(2) for n in (
+            (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"] if choice[0] else [])
+            + (["fc1", "fc2"] if choice[1] else []))})
+    assert rebuilt.layers[1].fc2.weight.shape == (8, [16, 8, 4][choice[1]])
+    assert (report["compact_bytes"] < report["dense_bytes"]) == (choice != (0, 0))
     assert not any(isinstance(m, ChannelMaskedLinear) for m in small.modules())
     att_w = [8, 4, 2][choice[0]]
     ffn_w = [16, 8, 4][choice[1]]
@@ -186,6 +198,21 @@ def test_compact_export_equals_masked_model(choice, tmp_path):
     folded = remove_gates(copy.deepcopy(enc))
     with torch.no_grad():
         torch.testing.assert_close(folded(x, lens)[0], masked)
+
+
+def test_narrowed_file_refuses_a_model_without_that_linear(tmp_path):
+    enc = _encoder(layers=1)
+    add_nas_channels(enc, FRACTIONS)
+    with torch.no_grad():
+        enc.layers[0].fc1.arch_logits.copy_(torch.tensor([0.0, 9.0, 0.0]))
+    shapes = linear_shapes(enc)
+    compact_channels(enc)
+    export_compact(enc, tmp_path / "n.pt", dense_shapes=shapes)
+    other = nn.Module()
+    other.layers = nn.ModuleList([nn.Module()])
+    other.layers[0].fc1 = nn.Conv1d(8, 16, 1)
+    with pytest.raises(ValueError, match="layers.0.fc1 is a Conv1d"):
+        load_compact(tmp_path / "n.pt", other)
 
 
 def test_nas_needs_transformer_blocks():

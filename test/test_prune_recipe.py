@@ -17,6 +17,7 @@ from icefall.checkpoint import load_file
 from icefall.data.tokenizer import load_tokenizer
 from icefall.eval.wer import read_transcripts
 from icefall.prune import add_gates, load_compact
+from icefall.prune.compare import main as compare_main
 from icefall.prune.finetune import resolve_patterns
 from icefall.utils import AttributeDict
 
@@ -89,3 +90,30 @@ def test_gates_reach_target_and_exports_decode_like_the_masked_model(tiny_corpus
           "--exp-dir", str(exp), "--test-splits", "test"], tiny_corpus)
     recogs = exp / "ctc-greedy-search" / "recogs-test-ctc-greedy-search-pruned.txt"
     assert {cut: hyp for cut, _, hyp in read_transcripts(recogs)} == ref
+
+
+def test_prune_sweep_from_a_dense_model_with_seed_and_lm(tiny_corpus):
+    """local/prune_sweep.sh as issue 22 runs it: every system starts from a given fine-tuned
+    model (--dense), one seed, greedy and lexicon + LM decoding, and compare --sweep reads it."""
+    _run(["bash", str(RECIPE / "prepare.sh"), "--tiny", "--stage", "6", "--stop-stage", "6",
+          "--lm-sentences", "2000"], tiny_corpus)
+    _run([sys.executable, str(RECIPE / "zipformer" / "finetune.py"), "--init-ckpt", "none", "--num-epochs", "1",
+          "--max-duration", "8", "--tensorboard", "false", "--exp-dir", "exp-dense-ft"], tiny_corpus)
+    dense = tiny_corpus / "exp-dense-ft" / "epoch-1.pt"
+    root = tiny_corpus / "sweep" / "seed7"
+    _run(["bash", str(RECIPE / "local" / "prune_sweep.sh"), "--pretrained", "none", "--dense", str(dense),
+                "--epochs", "1", "--targets", "0.5", "--systems", "gates ump mixed", "--root", "sweep/seed7",
+                "--seed", "7", "--lm", "data/lm/3gram.arpa", "--lm-weight", "0.5", "--word-score", "1",
+                "--", "--max-duration", "8"], tiny_corpus)
+    for name in ("dense", "gates-50", "ump-50", "mixed-50"):
+        exp = root / f"exp-{name}"
+        params = load_file(exp / "pruned.pt")["params"]
+        assert params["seed"] == 7 and Path(params["dense_ckpt"]) == dense, name  # all start from --dense
+        assert params["num_epochs"] == 1 and (exp / "wall-seconds").is_file()
+        assert (exp / "ctc-greedy-search" / "recogs-test-ctc-greedy-search-pruned.txt").is_file()
+        (lm_recogs,) = (exp / "ctc-lexicon-lm").glob("recogs-test-*-lm-weight-0.5-word-score-1-pruned.txt")
+    assert (root / "table.md").is_file() and (root / "table-lm.md").is_file()
+    groups = compare_main(["--sweep", str(root), "--decoding-method", "ctc-lexicon-lm"])
+    assert {(g["system"], g["target"]) for g in groups} == {("dense", 0.0), ("gates", 0.5), ("ump", 0.5),
+                                                            ("mixed", 0.5)}
+    assert all(g["seeds"] == 1 for g in groups)

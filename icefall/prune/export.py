@@ -11,18 +11,25 @@ takes 0.2 * 4 + 1/8 = 0.925 bytes per entry instead of 4 (int32 CSR indices woul
 The loader restores a state dict with the keys of the *unpruned* model, so the model
 is rebuilt the usual way (construct from params, ``load_state_dict``) and gives the same
 outputs as the masked model.
+
+A model whose channels were removed (NAS-CP, ``icefall.prune.nas.compact_channels``) has
+narrower linears; ``export_compact(model, path, dense_shapes=linear_shapes(before))`` records
+them as ``"narrowed": {module name: [out_features, in_features]}`` and ``load_compact`` narrows
+exactly those modules of the freshly built model before its strict load (any other shape
+mismatch is still an error).
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from icefall.checkpoint import atomic_torch_save
 from icefall.prune.gates import masked_layers
 
 FORMAT = "icefall-prune-compact-v1"
@@ -80,43 +87,77 @@ def _saved_size(obj: Any, name: str) -> int:
     """Bytes ``torch.save`` writes for ``obj`` under file name ``name`` (the name matters:
     torch.save uses the file stem as the archive's folder name in every record)."""
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(obj, Path(tmp) / name)
+        atomic_torch_save(obj, Path(tmp) / name)  # as export_compact writes
         return os.path.getsize(Path(tmp) / name)
 
 
-def export_compact(model: nn.Module, path: PathLike) -> Dict[str, Any]:
+def linear_shapes(model: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """(out_features, in_features) of every ``nn.Linear`` (masked ones included) by module name."""
+    return {n: tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def export_compact(model: nn.Module, path: PathLike,
+                   dense_shapes: Optional[Dict[str, Tuple[int, int]]] = None) -> Dict[str, Any]:
     """Write the compact model to ``path``; returns a report::
 
-        {"path", "compact_bytes" (file size), "dense_bytes" (same state dict saved dense),
-         "ratio" (dense / compact), "sparse_tensors" (names stored sparsely)}
+        {"path", "compact_bytes" (file size), "dense_bytes" (the uncompressed model's state
+         dict saved dense), "ratio" (dense / compact), "sparse_tensors" (names stored sparsely),
+         "narrowed" (linears whose channels were removed)}
+
+    ``dense_shapes``: ``linear_shapes`` of the model before channels were removed; the linears
+    whose shape now differs are recorded, and ``dense_bytes`` counts them at their old size.
     """
     sd = folded_state_dict(model)
     compact = compact_state_dict(sd)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "state_dict": compact}, path)
+    narrowed = {n: list(s) for n, s in linear_shapes(model).items()
+                if dense_shapes is not None and tuple(dense_shapes[n]) != s}
+    obj = {"format": FORMAT, "state_dict": compact}
+    if narrowed:
+        obj["narrowed"] = narrowed
+    atomic_torch_save(obj, path)
     compact_bytes = os.path.getsize(path)
-    dense_bytes = _saved_size({"format": FORMAT, "state_dict": sd}, Path(path).name)
+    full = dict(sd)
+    for name in narrowed:  # the uncompressed model's tensors, for an honest ratio
+        out_f, in_f = dense_shapes[name]
+        full[name + ".weight"] = torch.zeros(out_f, in_f, dtype=sd[name + ".weight"].dtype)
+        if name + ".bias" in full:
+            full[name + ".bias"] = torch.zeros(out_f, dtype=sd[name + ".bias"].dtype)
+    dense_bytes = _saved_size({"format": FORMAT, "state_dict": full}, Path(path).name)
     return {
         "path": str(path),
         "compact_bytes": compact_bytes,
         "dense_bytes": dense_bytes,
         "ratio": dense_bytes / compact_bytes,
         "sparse_tensors": [k for k, v in compact.items() if isinstance(v, dict)],
+        "narrowed": narrowed,
     }
 
 
-def load_compact_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Read a file written by ``export_compact``; returns a dense state dict (CPU)."""
+def _read(path: PathLike) -> Dict[str, Any]:
     from icefall.checkpoint import load_file
 
     obj = load_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
-    return dense_state_dict(obj["state_dict"])
+    return obj
+
+
+def load_compact_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Read a file written by ``export_compact``; returns a dense state dict (CPU)."""
+    return dense_state_dict(_read(path)["state_dict"])
 
 
 def load_compact(path: PathLike, model: nn.Module) -> nn.Module:
     """Load a compact file into ``model``, a freshly built *unpruned* (plain) model of the
-    same architecture; returns it.  Strict: every key must match."""
-    model.load_state_dict(load_compact_state_dict(path), strict=True)
+    same architecture; returns it.  The linears the file lists as narrowed are replaced by
+    linears of the saved shapes first; then the load is strict: every key and shape must match."""
+    obj = _read(path)
+    for name, (out_f, in_f) in obj.get("narrowed", {}).items():
+        old = model.get_submodule(name)
+        if not isinstance(old, nn.Linear):
+            raise ValueError(f"{path}: narrowed module {name} is a {type(old).__name__} in the model, not a Linear")
+        parent, _, child = name.rpartition(".")
+        new = nn.Linear(in_f, out_f, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    model.load_state_dict(dense_state_dict(obj["state_dict"]), strict=True)
     return model

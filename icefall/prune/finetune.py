@@ -14,7 +14,8 @@ fine-tuning loop with :class:`PruneHooks`, which
 - after training writes to ``--exp-dir``: ``sparsity.{md,png,json}`` (per-layer report),
   ``pruned.pt`` (masks folded in, a ``{"model", "params"}`` checkpoint that
   ``decode.py --checkpoint`` reads unchanged), ``compact.pt`` (sparse storage, see
-  ``icefall.prune.export``) and ``prune-summary.json`` (sparsities, sizes on disk).
+  ``icefall.prune.export``; NAS-CP: the pruned channels removed, narrower linears that
+  ``load_compact`` rebuilds) and ``prune-summary.json`` (sparsities, sizes on disk).
 
 The final model is the last one (not the running average): averaging weights of different
 masks would undo the pruning.
@@ -35,7 +36,7 @@ from icefall.asr import finetune
 from icefall.checkpoint import atomic_torch_save, load_file, to_plain, unwrap_model
 from icefall.models import check_kind, model_config_of
 from icefall.prune.baselines import mixed_sparsity_prune, uniform_magnitude_prune
-from icefall.prune.export import export_compact, folded_state_dict
+from icefall.prune.export import export_compact, folded_state_dict, linear_shapes
 from icefall.prune.gates import (
     GATE_KINDS,
     TRANSFORMER_PATTERNS,
@@ -50,6 +51,7 @@ from icefall.prune.gates import (
 from icefall.prune.nas import (
     PAPER_PRUNE_FRACTIONS,
     add_nas_channels,
+    compact_channels,
     arch_parameters,
     extra_parameter_counts,
     nas_owners,
@@ -303,7 +305,13 @@ def finish_pruning(model: nn.Module, params: AttributeDict) -> Dict[str, Any]:
     weights = [n for n, _ in model.named_parameters() if n in folded]  # thresholds are not weights
     keep = {k: v.clone() for k, v in folded.items()}
     atomic_torch_save({"model": keep, "params": to_plain(dict(params))}, exp_dir / "pruned.pt")
-    report = export_compact(model, exp_dir / "compact.pt")
+    if nas_owners(model):  # the compact file of NAS-CP has the chosen channels only
+        narrow = copy.deepcopy(model)
+        shapes = linear_shapes(narrow)
+        summary["nas_channels"] = compact_channels(narrow)
+        report = export_compact(narrow, exp_dir / "compact.pt", dense_shapes=shapes)
+    else:
+        report = export_compact(model, exp_dir / "compact.pt")
     summary.update(
         sparsity_pruned_layers=gated,
         sparsity_model=zero_fraction(folded, weights),
