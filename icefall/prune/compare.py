@@ -104,18 +104,39 @@ def markdown_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sweep(rows: Sequence[Dict], png: Path, title: str = "") -> None:
-    """WER and CER against the sparsity of the pruned layers, one line per method."""
+def _error_rate_figure(figsize: Tuple[float, float]):
+    """A figure with two panels, WER and CER against sparsity (filled by the caller)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    return plt.subplots(1, 2, figsize=figsize)
+
+
+def _save_error_rate_figure(fig, axes, png: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    for ax, label in zip(axes, ("WER (%)", "CER (%)")):
+        ax.set_xlabel("sparsity of the pruned layers (%)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep(rows: Sequence[Dict], png: Path, title: str = "") -> None:
+    """WER and CER against the sparsity of the pruned layers, one line per method."""
+    fig, axes = _error_rate_figure((9, 3.6))
     by_method: Dict[str, List[Dict]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
-    for ax, key, label in ((axes[0], "wer", "WER (%)"), (axes[1], "cer", "CER (%)")):
+    for ax, key in zip(axes, ("wer", "cer")):
         for method, rs in by_method.items():
             if method == "none":
                 for r, style in zip(rs, ["--", ":", "-."] * len(rs)):
@@ -123,16 +144,7 @@ def plot_sweep(rows: Sequence[Dict], png: Path, title: str = "") -> None:
                 continue
             rs = sorted(rs, key=lambda r: r["sparsity_pruned_layers"])
             ax.plot([100 * r["sparsity_pruned_layers"] for r in rs], [r[key] for r in rs], marker="o", label=method)
-        ax.set_xlabel("sparsity of the pruned layers (%)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save_error_rate_figure(fig, axes, png, title)
 
 
 def sweep_rows(roots: Sequence[Path], split: str = "test",
@@ -231,15 +243,10 @@ def plot_figure2(groups: Sequence[Dict], highest: Dict[str, Optional[float]], pn
     """The paper's Figure 2 at our scale: WER and CER against the sparsity of the pruned layers,
     one line per method (mean over seeds, bars from min to max), the dense baseline as a band,
     and an arrow at each method's highest sparsity that is lossless in every seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _error_rate_figure((10, 4))
     dense = [g for g in groups if g["system"] == "dense"]
     systems = sorted({g["system"] for g in groups} - {"dense"})
-    for ax, key, label in ((axes[0], "wer", "WER (%)"), (axes[1], "cer", "CER (%)")):
+    for ax, key in zip(axes, ("wer", "cer")):
         for d in dense:
             ax.axhline(d[key], color="black", linestyle="--", label="dense (same budget)")
             ax.axhspan(*d[f"{key}_range"], color="black", alpha=0.08)
@@ -255,16 +262,7 @@ def plot_figure2(groups: Sequence[Dict], highest: Dict[str, Optional[float]], pn
                 ax.annotate("", xy=(100 * g["sparsity"], g[key]),
                             xytext=(100 * g["sparsity"], g[key] + 4 + 2 * i),
                             arrowprops=dict(arrowstyle="->", color=line[0].get_color(), lw=2))
-        ax.set_xlabel("sparsity of the pruned layers (%)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save_error_rate_figure(fig, axes, png, title)
 
 
 def _name_dir(spec: str) -> Tuple[str, Path]:
