@@ -259,8 +259,8 @@ def plot_figure2(groups: Sequence[Dict], highest: Dict[str, Optional[float]], pn
             top = highest.get(system)
             if key == "wer" and top is not None:
                 g = next(g for g in gs if g["target"] == top)
-                ax.annotate("", xy=(100 * g["sparsity"], g[key]),
-                            xytext=(100 * g["sparsity"], g[key] + 4 + 2 * i),
+                ax.annotate("", xy=(100 * g["sparsity"], g[key]), xytext=(0, 22 + 6 * i),
+                            textcoords="offset points",
                             arrowprops=dict(arrowstyle="->", color=line[0].get_color(), lw=2))
     _save_error_rate_figure(fig, axes, png, title)
 
