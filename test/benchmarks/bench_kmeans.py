@@ -35,6 +35,7 @@ from icefall.eval.pnmi import unit_quality
 from icefall.ssl.kmeans import KMeans, compute_deltas, nearest_centroids
 
 NUM_PHONES = 40
+SKLEARN_INIT_SIZE = 30000  # MiniBatchKMeans's default init_size: 3 x batch_size (10000)
 
 
 def mfcc_like(frames: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -67,14 +68,16 @@ def layer_like(frames: int, dim: int, seed: int = 0) -> Tuple[torch.Tensor, torc
     return x.add_(torch.randn(frames, dim, generator=g), alpha=0.5), state // 16
 
 
-def run_ours(x: torch.Tensor, k: int, epochs: int, device: str, fit_rows: Optional[int] = None
-             ) -> Tuple[float, float, torch.Tensor, torch.Tensor]:
-    """Fit on the first ``fit_rows`` rows (all by default; the sets are in random order), label all."""
+def run_ours(x: torch.Tensor, k: int, epochs: int, device: str, fit_rows: Optional[int] = None,
+             init_size: Optional[int] = None) -> Tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Fit on the first ``fit_rows`` rows (all by default; the sets are in random order), label all.
+    ``init_size``: rows for k-means++ (ours defaults to 10000; sklearn's MiniBatchKMeans to 3 x batch)."""
     xd = x.to(device)
     sync = torch.cuda.synchronize if xd.is_cuda else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    km = KMeans(k).fit([xd[:fit_rows]], num_epochs=epochs, generator=torch.Generator(device).manual_seed(0))
+    km = KMeans(k).fit([xd[:fit_rows]], num_epochs=epochs, init_size=init_size,
+                       generator=torch.Generator(device).manual_seed(0))
     sync()
     t1 = time.perf_counter()
     labels = km.predict(xd)
@@ -115,13 +118,16 @@ def bench_set(name: str, x: torch.Tensor, phones: torch.Tensor, k: int, sklearn_
         f"ours ({args.epochs} epochs, {args.device})": lambda: run_ours(x, k, args.epochs, args.device),
         f"ours ({args.epochs} epochs, {args.device}), fit on 256 K rows as faiss":
             lambda: run_ours(x, k, args.epochs, args.device, 256 * k),
+        f"ours ({args.epochs} epochs, {args.device}), k-means++ on {SKLEARN_INIT_SIZE} rows as sklearn":
+            lambda: run_ours(x, k, args.epochs, args.device, init_size=SKLEARN_INIT_SIZE),
         f"sklearn MiniBatchKMeans (fairseq settings, n_init {sklearn_n_init})":
             lambda: run_sklearn(x, k, sklearn_n_init),
         "faiss Kmeans (defaults)": lambda: run_faiss(x, k),
     }
     rows = []
     for label, run in runners.items():
-        if label.split()[0] not in args.methods or ("256 K" in label and 256 * k >= len(x)):
+        if label.split()[0] not in args.methods or ("256 K" in label and 256 * k >= len(x)) \
+                or ("as sklearn" in label and SKLEARN_INIT_SIZE >= len(x)):
             continue
         try:
             cpu0 = time.process_time()
