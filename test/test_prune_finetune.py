@@ -191,7 +191,9 @@ def test_count_batches_does_not_consume_the_loader():
 
 
 def _system(root, name, method, results, split="test", target=0.5, reached=None, wall=None,
-            key="ctc-greedy-search-pruned"):
+            decoding="ctc-greedy-search", settings=""):
+    """An experiment dir as prune.py + decode.py --checkpoint pruned.pt leave it; ``settings``:
+    what decode.py puts between the method and the model in result names."""
     exp = root / name
     exp.mkdir(parents=True)
     reached = target if reached is None else reached
@@ -200,7 +202,7 @@ def _system(root, name, method, results, split="test", target=0.5, reached=None,
         sparsity_model=0.25, compact_bytes=2048, dense_bytes=4096, ratio=2.0)))
     if wall is not None:
         (exp / "wall-seconds").write_text(f"{wall}\n")
-    path = exp / key.split("-pruned")[0].split("-beam")[0] / f"recogs-{split}-{key}.txt"
+    path = exp / decoding / f"recogs-{split}-{decoding}{settings}-pruned.txt"
     path.parent.mkdir(parents=True)
     store_transcripts(path, results)
     return exp
@@ -231,13 +233,13 @@ def test_sweep_summary_over_seeds(tmp_path, capsys):
     dense = errs_in({0, 1, 2})
     one_sub = errs_in(set(range(30)))  # vs dense: 27 segments +1, 3 equal: significant
     moved = errs_in({2, 3, 4})  # vs dense: -1, -1, 0, +1, +1: mean 0, p = 1
-    key = "ctc-lexicon-lm-beam-size-50-beam-25-lm-3gram-lm-weight-1-word-score-2-pruned"
+    lm = dict(decoding="ctc-lexicon-lm", settings="-beam-size-50-beam-25-lm-3gram-lm-weight-1-word-score-2")
     for seed, gates90 in (("seed1", moved), ("seed2", one_sub)):
         root = tmp_path / seed
-        _system(root, "exp-dense", "none", dense, key=key, wall=100)
-        _system(root, "exp-gates-50", "gates", refs, key=key, target=0.5, reached=0.49, wall=10)  # fewer errors
-        _system(root, "exp-gates-90", "gates", gates90, key=key, target=0.9, reached=0.91, wall=30)
-        _system(root, "exp-ump-50", "uniform", moved, key=key, target=0.5, wall=20)
+        _system(root, "exp-dense", "none", dense, **lm, wall=100)
+        _system(root, "exp-gates-50", "gates", refs, **lm, target=0.5, reached=0.49, wall=10)  # fewer errors
+        _system(root, "exp-gates-90", "gates", gates90, **lm, target=0.9, reached=0.91, wall=30)
+        _system(root, "exp-ump-50", "uniform", moved, **lm, target=0.5, wall=20)
     (tmp_path / "seed2" / "exp-ump-90").mkdir()  # unfinished: skipped, not fatal
     groups = compare_main(["--sweep", str(tmp_path / "seed1"), str(tmp_path / "seed2"),
                            "--decoding-method", "ctc-lexicon-lm", "--png", str(tmp_path / "fig2.png")])

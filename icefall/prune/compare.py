@@ -200,11 +200,8 @@ def summarize_sweep(rows: Sequence[Dict]) -> Tuple[List[Dict], Dict[str, Optiona
             wall_s=_mean(walls) if walls else None,
         ))
     out.sort(key=lambda g: (g["system"] != "dense", g["system"], g["target"]))
-    highest: Dict[str, Optional[float]] = {}
-    for g in out:
-        if g["system"] != "dense":
-            best = highest.get(g["system"])
-            highest[g["system"]] = g["target"] if g["lossless"] and (best is None or g["target"] > best) else best
+    highest = {system: max((g["target"] for g in out if g["system"] == system and g["lossless"]), default=None)
+               for system in {g["system"] for g in out} - {"dense"}}
     return out, highest
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from icefall.checkpoint import atomic_torch_save
-from icefall.prune.gates import masked_layers
+from icefall.prune.gates import masked_layers, replace_modules
 
 FORMAT = "icefall-prune-compact-v1"
 PathLike = Union[str, os.PathLike]
@@ -109,8 +109,8 @@ def export_compact(model: nn.Module, path: PathLike,
     """
     sd = folded_state_dict(model)
     compact = compact_state_dict(sd)
-    narrowed = {n: list(s) for n, s in linear_shapes(model).items()
-                if dense_shapes is not None and tuple(dense_shapes[n]) != s}
+    narrowed = {} if dense_shapes is None else {
+        n: list(s) for n, s in linear_shapes(model).items() if tuple(dense_shapes[n]) != s}
     obj = {"format": FORMAT, "state_dict": compact}
     if narrowed:
         obj["narrowed"] = narrowed
@@ -152,12 +152,14 @@ def load_compact(path: PathLike, model: nn.Module) -> nn.Module:
     same architecture; returns it.  The linears the file lists as narrowed are replaced by
     linears of the saved shapes first; then the load is strict: every key and shape must match."""
     obj = _read(path)
-    for name, (out_f, in_f) in obj.get("narrowed", {}).items():
-        old = model.get_submodule(name)
+    narrowed = obj.get("narrowed", {})
+
+    def narrow(name: str, old: nn.Module) -> nn.Linear:
         if not isinstance(old, nn.Linear):
             raise ValueError(f"{path}: narrowed module {name} is a {type(old).__name__} in the model, not a Linear")
-        parent, _, child = name.rpartition(".")
-        new = nn.Linear(in_f, out_f, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
-        setattr(model.get_submodule(parent) if parent else model, child, new)
+        out_f, in_f = narrowed[name]
+        return nn.Linear(in_f, out_f, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+
+    replace_modules(model, narrowed, narrow)
     model.load_state_dict(dense_state_dict(obj["state_dict"]), strict=True)
     return model

@@ -107,7 +107,7 @@ prune() {  # prune <exp-name> <prune.py options...>
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   mkdir -p $root
-  if [ -n "$dense" ]; then prune dense --method none --dense-ckpt "$dense"; else prune dense --method none; fi
+  prune dense --method none ${dense:+--dense-ckpt "$dense"}
 fi
 # Stages 2-4 go target by target, so a stopped sweep has every method at the targets it reached.
 in_stage() { [ $stage -le $1 ] && [ $stop_stage -ge $1 ]; }
