@@ -2,11 +2,12 @@
 
 NCCL on GPUs, gloo on CPUs. Recipes write ``run(rank, world_size, args)`` and call
 ``launch(run, args)``; under torchrun ``rank`` is the global rank and the device index is
-``LOCAL_RANK``.
+``LOCAL_RANK``. ``launch`` also leaves the process group when ``run`` returns.
 """
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 from typing import Callable, Optional
@@ -61,8 +62,24 @@ def setup_dist(
 
 
 def cleanup_dist() -> None:
+    """Leave the process group together: the barrier keeps a rank that finished early (rank 0
+    still writes its last checkpoint) from tearing its gloo/NCCL connections down under a peer."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def _run_and_leave(rank: int, run: Callable[[int, int, object], None], world_size: int, args) -> None:
+    """One process's whole life: train, leave the group, then free what still holds it.
+
+    A DDP model keeps its process group alive after ``destroy_process_group``; left to the
+    interpreter's shutdown, gloo's worker threads can then abort the process (SIGABRT,
+    "terminate called without an active exception") after training succeeded. The
+    ``gc.collect`` frees the trainer's reference cycles while the interpreter still runs.
+    """
+    run(rank, world_size, args)
+    cleanup_dist()
+    gc.collect()
 
 
 def launch(run: Callable[[int, int, object], None], args) -> None:
@@ -73,10 +90,10 @@ def launch(run: Callable[[int, int, object], None], args) -> None:
     - otherwise: once, rank 0 of 1.
     """
     if under_torchrun():
-        run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)
+        _run_and_leave(int(os.environ["RANK"]), run, int(os.environ["WORLD_SIZE"]), args)
         return
     world_size = int(getattr(args, "world_size", 1))
     if world_size > 1:
-        mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
+        mp.spawn(_run_and_leave, args=(run, world_size, args), nprocs=world_size, join=True)
     else:
         run(0, 1, args)

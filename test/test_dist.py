@@ -1,13 +1,18 @@
-"""2-process gloo DDP on CPU gives the same parameters as one process on the same global batch."""
+"""2-process gloo DDP on CPU gives the same parameters as one process on the same global batch;
+``launch`` leaves the process group and frees the DDP model before the process exits."""
+import gc
 import socket
+import types
+import weakref
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
 from icefall.checkpoint import load_file
-from icefall.dist import cleanup_dist, setup_dist
+from icefall.dist import _run_and_leave, cleanup_dist, setup_dist
 from icefall.trainer import Trainer
 from icefall.utils import AttributeDict, MetricsTracker
 
@@ -60,3 +65,25 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert torch.allclose(one[k], two[k], atol=1e-5), k
     # training moved the weights, so equality is not vacuous
     assert not torch.allclose(one["0.weight"], init[0].weight, atol=1e-3)
+
+
+def _ddp_in_a_cycle(rank: int, world_size: int, refs: list) -> None:
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=rank, world_size=world_size)
+    model = nn.parallel.DistributedDataParallel(nn.Linear(2, 2))
+    model(torch.randn(3, 2)).sum().backward()
+    trainer = types.SimpleNamespace(model=model)
+    trainer.me = trainer  # a reference cycle, as a trainer and its callbacks make
+    refs.append(weakref.ref(model))
+
+
+def test_a_process_leaves_the_group_and_frees_ddp_when_run_returns():
+    """Left to interpreter shutdown, a DDP model still holding its gloo group could abort a
+    successful run (seen in CI: SIGABRT after the last checkpoint)."""
+    refs = []
+    gc.disable()  # only the explicit collection may free the cycle
+    try:
+        _run_and_leave(0, _ddp_in_a_cycle, 1, refs)
+        assert not dist.is_initialized()
+        assert refs[0]() is None
+    finally:
+        gc.enable()

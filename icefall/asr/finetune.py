@@ -32,7 +32,7 @@ import torch.nn as nn
 from icefall.asr.model import AsrConfig, AsrModel, asr_model_over, combine_losses
 from icefall.data.datamodule import DataModule
 from icefall.data.tokenizer import load_tokenizer
-from icefall.dist import cleanup_dist, launch
+from icefall.dist import launch
 from icefall.models import (
     ModelConfig,
     ModelConfigError,
@@ -226,7 +226,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace, hooks=None) -> Non
     if hooks is not None:
         hooks.finish(trainer)
     logging.info(f"Cut filter: {cut_filter.summary()}")
-    cleanup_dist()
 
 
 def main(args: argparse.Namespace, hooks=None) -> None:

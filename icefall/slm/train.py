@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from icefall.dist import cleanup_dist, launch
+from icefall.dist import launch
 from icefall.slm.lm import UnitLM, UnitLMConfig, encode_batch, load_units, write_config_json
 from icefall.trainer import Trainer, add_training_arguments, setup_run
 from icefall.utils import AttributeDict, MetricsTracker, num_params
@@ -206,7 +206,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     trainer = Trainer(params, model, optimizer, scheduler, compute_loss, train_dl, valid_dl,
                       device=device, rank=rank, world_size=world_size)
     trainer.train()
-    cleanup_dist()
 
 
 def main(args: Optional[argparse.Namespace] = None) -> None:

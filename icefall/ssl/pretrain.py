@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from icefall.data.datamodule import DataModule
-from icefall.dist import cleanup_dist, launch
+from icefall.dist import launch
 from icefall.models import (
     ModelConfig,
     ModelConfigError,
@@ -195,7 +195,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace) -> None:
     )
     trainer.train()
     logging.info(f"Cut filter: {cut_filter.summary()}")
-    cleanup_dist()
 
 
 def main(args: argparse.Namespace) -> None:
