@@ -88,6 +88,24 @@ def test_zipformer_training_forward_with_front_end_is_one_graph(frontend):
     assert _graph_breaks(model, x, lens) == (1, [])
 
 
+@pytest.mark.parametrize("frontend", ["fbank", "cnn"])
+def test_zipformer_forward_reads_schedules_without_float(frontend, monkeypatch):
+    """torch 2.11's dynamo cannot trace ``float()`` of a ScheduledFloat (a module): 88 graph breaks
+    in zipformer-tiny's compiled training step there, where 2.13 (CI's) traces it. Forward code
+    reads schedules through ``float_value`` (a method call), checked here on any torch."""
+    def refuse(self):
+        raise AssertionError("float() of a ScheduledFloat in forward")
+
+    monkeypatch.setattr(scaling.ScheduledFloat, "__float__", refuse)
+    torch.manual_seed(0)
+    model = build_encoder("zipformer-tiny", frontend=frontend).train()
+    set_batch_count(model, 100.0)  # early in training: every schedule is read
+    x = torch.randn(2, 120, 80) if frontend == "fbank" else torch.randn(2, 4000)
+    lens = torch.tensor([x.shape[1], x.shape[1] * 3 // 4])
+    model(x, lens)[0].sum().backward()
+    model.eval()(x, lens)
+
+
 #: Recorded at commit 1c8d407 (before the random choices became traceable), this machine's CPU,
 #: one thread: losses of 3 forward/backward passes of zipformer-tiny (fbank front end), the sum of
 #: squared gradients, how many parameters got none, the sum of the Whiten probabilities, and the

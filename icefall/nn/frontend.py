@@ -20,6 +20,7 @@ from icefall.nn.scaling import (
     BiasNorm,
     Dropout2,
     FloatLike,
+    float_value,
     ScaleGrad,
     ScheduledFloat,
     SwooshL,
@@ -60,7 +61,7 @@ class ConvNeXt(nn.Module):
         y = x if time_pad_mask is None else x.masked_fill(time_pad_mask[:, None, :, None], 0.0)
         y = self.pointwise_conv1(self.depthwise_conv(y))
         y = self.pointwise_conv2(self.activation(self.hidden_balancer(y)))
-        rate = float(self.layerdrop_rate) if self.training else 0.0
+        rate = float_value(self.layerdrop_rate) if self.training else 0.0
         if rate > 0.0:
             y = y * (torch.rand(x.shape[0], 1, 1, 1, device=x.device) > rate).to(y.dtype)
         x = self.out_balancer(x + y)

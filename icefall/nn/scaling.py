@@ -33,7 +33,8 @@ class ScheduledFloat(nn.Module):
     """A float that changes piecewise-linearly with the training batch count.
 
     ``ScheduledFloat((0.0, 0.3), (20000.0, 0.1), default=0.0)`` is 0.3 at batch 0, 0.1 from
-    batch 20000 on, linear in between.  ``float(x)`` gives the value; ``default`` is used in
+    batch 20000 on, linear in between.  ``float(x)`` (or ``x.value()``; modules read it with
+    :func:`float_value`, which torch.compile traces) gives the value; ``default`` is used in
     eval mode or before the batch count has been set.  It is an ``nn.Module`` only so that
     :func:`set_batch_count` finds it through ``model.modules()``.
     """
@@ -59,10 +60,13 @@ class ScheduledFloat(nn.Module):
                 return y0 + (y1 - y0) * (batch_count - x0) / (x1 - x0)
         raise AssertionError("unreachable")
 
-    def __float__(self) -> float:
+    def value(self) -> float:
         if self.batch_count is None or not self.training:
             return self.default
         return self.value_at(self.batch_count)
+
+    def __float__(self) -> float:
+        return self.value()
 
     def extra_repr(self) -> str:
         return f"points={self.points}, default={self.default}, batch_count={self.batch_count}"
@@ -77,6 +81,13 @@ class ScheduledFloat(nn.Module):
 
 
 FloatLike = Union[float, ScheduledFloat]
+
+
+def float_value(x: FloatLike) -> float:
+    """The value of a number or a :class:`ScheduledFloat` now. Not ``float(x)`` inside forward:
+    torch 2.11's dynamo cannot trace ``float()`` of a module (88 graph breaks in zipformer-tiny's
+    compiled training step), while it inlines the method call."""
+    return x.value() if isinstance(x, ScheduledFloat) else float(x)
 
 
 def set_batch_count(model: nn.Module, batch_count: float) -> None:
@@ -396,7 +407,7 @@ class Balancer(_FoundInBackward):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not x.requires_grad:
             return x
-        active = random_draw(x.device) < float(self.prob)
+        active = random_draw(x.device) < float_value(self.prob)
         if active is False:
             return x
         assert x.shape[self.channel_dim] == self.num_channels
@@ -407,11 +418,11 @@ class Balancer(_FoundInBackward):
         (read in backward, outside any compiled graph)."""
         abs_to_rms = math.sqrt(math.pi / 2)
         return (
-            _proportion_positive_to_mean(float(self.min_positive), self.limits),
-            _proportion_positive_to_mean(float(self.max_positive), self.limits),
-            abs_to_rms * float(self.min_abs),
-            abs_to_rms * float(self.max_abs),
-            float(self.grad_scale),
+            _proportion_positive_to_mean(float_value(self.min_positive), self.limits),
+            _proportion_positive_to_mean(float_value(self.max_positive), self.limits),
+            abs_to_rms * float_value(self.min_abs),
+            abs_to_rms * float_value(self.max_abs),
+            float_value(self.grad_scale),
         )
 
 
@@ -456,7 +467,7 @@ def _whiten_grad(x: Tensor, x_grad: Tensor, draw: Optional[Tensor], whiten_id: i
     with torch.autocast(x.device.type, enabled=False):
         xd = x.detach().float()
         metric = whitening_metric(xd, w.num_groups)
-        if metric.item() < float(w.whitening_limit):
+        if metric.item() < float_value(w.whitening_limit):
             w.prob = w.min_prob  # within limit: check less often
             return x_grad.clone()
         w.prob = w.max_prob
@@ -485,7 +496,7 @@ class Whiten(_FoundInBackward):
         grad_scale: FloatLike,
     ):
         super().__init__()
-        assert num_groups >= 1 and float(whitening_limit) >= 1 and float(grad_scale) >= 0
+        assert num_groups >= 1 and float_value(whitening_limit) >= 1 and float_value(grad_scale) >= 0
         self.num_groups = num_groups
         self.whitening_limit = whitening_limit
         self.grad_scale = grad_scale
@@ -493,7 +504,7 @@ class Whiten(_FoundInBackward):
         self.prob = self.max_prob
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or not x.requires_grad or float(self.grad_scale) == 0:
+        if not self.training or not x.requires_grad or float_value(self.grad_scale) == 0:
             return x
         draw = random_draw(x.device)
         if not isinstance(draw, Tensor):  # eager: decide now, as always
@@ -525,7 +536,7 @@ class Dropout2(nn.Module):
         self.shared_dim = shared_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        p = float(self.p)
+        p = float_value(self.p)
         if not self.training or p == 0.0:
             return x
         if self.shared_dim is None:

@@ -29,6 +29,7 @@ from icefall.nn.scaling import (
     BiasNorm,
     Dropout2,
     FloatLike,
+    float_value,
     ScaledLinear,
     ScheduledFloat,
     Whiten,
@@ -253,8 +254,8 @@ class BypassModule(nn.Module):
         """x_orig, x: (B, T, C)."""
         scale = self.bypass_scale
         if self.training:
-            scale = limit_param_value(scale, float(self.scale_min), float(self.scale_max))
-            skip = float(self.skip_rate)
+            scale = limit_param_value(scale, float_value(self.scale_min), float_value(self.scale_max))
+            skip = float_value(self.skip_rate)
             if skip != 0.0:
                 keep = torch.rand(x.shape[0], 1, 1, device=x.device) > skip
                 scale = scale * keep.to(scale.dtype)
@@ -418,7 +419,7 @@ class RelPositionAttentionWeights(nn.Module):
             pos_scores = torch.matmul(pq, pos).contiguous()  # (B, H, T, 2T-1), offset index
             return scores + rel_to_abs(pos_scores)
 
-        use_pos = not self.training or random_draw(x.device) >= float(self.pos_emb_skip_rate)
+        use_pos = not self.training or random_draw(x.device) >= float_value(self.pos_emb_skip_rate)
         scores = choose(use_pos, with_pos_scores, scores)
 
         if self.training:
@@ -611,7 +612,7 @@ class ZipformerLayer(nn.Module):
 
     def _keep_mask(self, x: Tensor, rate: FloatLike) -> Optional[Tensor]:
         """Per-utterance 0/1 mask (B, 1, 1) that drops a module's output at ``rate``."""
-        r = float(rate) if self.training else 0.0
+        r = float_value(rate) if self.training else 0.0
         if r == 0.0:
             return None
         return (torch.rand(x.shape[0], 1, 1, device=x.device) > r).to(x.dtype)
@@ -635,7 +636,7 @@ class ZipformerLayer(nn.Module):
             return w / w.sum(dim=-1, keepdim=True)
 
         if self.training:
-            const = random_draw(x.device) < float(self.const_attention_rate)
+            const = random_draw(x.device) < float_value(self.const_attention_rate)
             na_weights = choose(const, constant_attention, na_weights)
         x = x + self._masked(self.balancer_na(self.nonlin_attention(x, na_weights)), attn_keep)
         x = x + self._masked(self.self_attn1(x, attn_weights), attn_keep)

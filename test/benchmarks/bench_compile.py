@@ -44,7 +44,11 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, lens: torch.Tensor, devic
 
 
 def bench(name: str, args) -> Dict:
+    from torch._dynamo.utils import counters
+
     device = torch.device(args.device)
+    torch._dynamo.reset()
+    counters.clear()
     torch.manual_seed(0)
     eager = build_encoder(name, frontend=args.frontend).train().to(device)
     set_batch_count(eager, 100000)
@@ -70,8 +74,11 @@ def bench(name: str, args) -> Dict:
             times[label].append(time.perf_counter() - t0)
     e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    breaks = counters["graph_break"]
     return dict(encoder=name, eager=e, compiled=c, ratio=c / e, compile_s=first["compiled"] - first["eager"],
-                audio_per_s=args.batch * args.seconds / min(e, c), peak_mib=peak)
+                audio_per_s=args.batch * args.seconds / min(e, c), peak_mib=peak,
+                graphs=counters["stats"]["unique_graphs"], breaks=sum(breaks.values()),
+                break_reasons=[f"{n} x {reason.splitlines()[0][:160]}" for reason, n in breaks.most_common(3)])
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
@@ -94,14 +101,18 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     print(f"\n{args.device}, {args.threads} thread(s), {args.dtype}, {args.backend}, {args.frontend} front end, batch {args.batch} x "
           f"{args.seconds:g} s, median of {args.steps} interleaved training steps")
     print("| encoder | eager ms/step | compiled ms/step | compiled / eager | compile s | audio s / s (faster) "
-          "| peak MiB (CUDA, both models) |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+          "| peak MiB (CUDA, both models) | graphs compiled | graph breaks |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
     for name in args.encoders:  # each row as soon as it is measured: a time limit keeps the others
         r = bench(name, args)
         rows.append(r)
         print(f"| {r['encoder']} | {1000 * r['eager']:.1f} | {1000 * r['compiled']:.1f} | "
-              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} | {r['audio_per_s']:.1f} | {r['peak_mib']:.0f} |", flush=True)
+              f"**{r['ratio']:.2f}** | {r['compile_s']:.1f} | {r['audio_per_s']:.1f} | {r['peak_mib']:.0f} | "
+              f"{r['graphs']} | {r['breaks']} |", flush=True)
+    for r in rows:  # one graph, no breaks is what test_compile.py asserts on CPU; say where else
+        for line in r["break_reasons"]:
+            print(f"graph break in {r['encoder']}: {line}")
     return rows
 
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Encoder speed on CPU: forward + backward seconds per second of audio, same batch for all.
+"""Encoder speed: forward + backward seconds per second of audio, same batch for all.
 
 Compares (all with the wav2vec2 CNN front end over 16 kHz waveform, training mode):
   * zipformer-ssl-base vs our hubert-base  (target: Zipformer >= 2x faster)
   * our hubert-base vs Hugging Face transformers HubertModel of the same size, randomly
     initialised from a HubertConfig (no download)  (target: ours no slower)
+
+Each model's full step is also profiled once: aten operator calls per step (and CUDA kernels on
+a GPU). They hardly depend on the batch, so where a GPU finishes the kernels faster than the
+host issues them (small batches), time per step follows this count, not the FLOPs.
 
 Layer drop is disabled in both HuBERTs (it would skip work at random); the Zipformer's
 schedules are set to batch 100000 (their final values).  Memory settings as in our CPU training
@@ -66,6 +70,21 @@ def hugging_face(wav: torch.Tensor) -> Tuple[Callable, Callable, int]:
     return full, encoder_only, count_parameters(model)
 
 
+def count_ops(step: Callable, device: torch.device) -> Tuple[int, int]:
+    """(aten operator calls, CUDA kernels; 0 on CPU) in one forward + backward of ``step``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    events = prof.events()
+    aten = sum(e.name.startswith("aten::") for e in events)
+    kernels = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in events)
+    return aten, kernels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=4)
@@ -121,18 +140,25 @@ def main() -> None:
                 if rep > 0:
                     times.setdefault((label, kind), []).append(time.perf_counter() - t0)
 
+    ops = {}
+    for label, (full, _, _) in models.items():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            ops[label] = count_ops(full, device)
+
     def per_audio_second(label: str, kind: str) -> float:
         ts = sorted(times[(label, kind)])
         return ts[len(ts) // 2] / audio_seconds
 
-    print(f"\nCPU, {args.threads} thread(s), batch {args.batch} x {args.seconds:g} s, training-mode "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"\n{where}, {args.dtype}, batch {args.batch} x {args.seconds:g} s, training-mode "
           f"forward+backward, median of {args.reps} interleaved runs, malloc "
           f"{'keeps freed memory' if kept else 'default'}; seconds per audio second")
-    print("| model | params (M) | front end + encoder | encoder only |")
-    print("|---|---|---|---|")
+    print("| model | params (M) | front end + encoder | encoder only | aten calls / step | CUDA kernels / step |")
+    print("|---|---|---|---|---|---|")
     for label, (_, _, params) in models.items():
+        aten, kernels = ops[label]
         print(f"| {label} | {params / 1e6:.1f} | {per_audio_second(label, 'full'):.4f} | "
-              f"{per_audio_second(label, 'encoder'):.4f} |")
+              f"{per_audio_second(label, 'encoder'):.4f} | {aten} | {kernels if device.type == 'cuda' else '-'} |")
     print()
     for kind in ("full", "encoder"):
         if z in models and h in models:
