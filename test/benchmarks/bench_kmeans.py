@@ -201,6 +201,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     except ImportError:
         pass
 
+    if torch.device(args.device).type == "cuda":
+        # The process's first CUDA calls load kernels and make the cuBLAS handle: not ours to time.
+        run_ours(torch.randn(4096, 39), 16, 1, args.device)
+        run_ours(torch.randn(4096, args.layer_dim), 16, 1, args.device)
+
     rows = []
     if "mfcc" in args.sets:
         x, phones = mfcc_like(args.frames)
