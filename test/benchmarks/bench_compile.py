@@ -10,7 +10,7 @@ alternately (median of ``--steps``); compile time is the first compiled step min
 Usage:
   python test/benchmarks/bench_compile.py [--encoders zipformer-tiny hubert-tiny] [--batch 4]
       [--seconds 2] [--steps 10] [--threads 1] [--device cpu] [--dtype fp32|fp16|bf16]
-      [--frontend cnn|fbank] [--backend inductor]
+      [--frontend cnn|fbank] [--backend inductor] [--mode reduce-overhead]
   python test/benchmarks/bench_compile.py --dry-run
 """
 import argparse
@@ -53,7 +53,7 @@ def bench(name: str, args) -> Dict:
     eager = build_encoder(name, frontend=args.frontend).train().to(device)
     set_batch_count(eager, 100000)
     compiled = copy.deepcopy(eager)
-    compiled.compile(backend=args.backend)
+    compiled.compile(backend=args.backend, mode=args.mode)
     n = int(args.seconds * (16000 if args.frontend == "cnn" else 100))
     shape = (args.batch, n) if args.frontend == "cnn" else (args.batch, n, 80)
     x = torch.randn(*shape, device=device)
@@ -87,6 +87,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     parser.add_argument("--frontend", default="cnn", choices=["cnn", "fbank"],
                         help="cnn: the wav2vec2 CNN; fbank: Conv2d subsampling (its Balancer/Whiten break graphs)")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (the dry run uses eager)")
+    parser.add_argument("--mode", default=None,
+                        help="torch.compile mode, e.g. reduce-overhead (CUDA graphs: fewer host launches per step)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=10)
@@ -98,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     if args.dry_run:
         args.encoders, args.batch, args.seconds, args.steps, args.backend = ["hubert-tiny"], 2, 0.5, 2, "eager"
     torch.set_num_threads(args.threads)
-    print(f"\n{args.device}, {args.threads} thread(s), {args.dtype}, {args.backend}, {args.frontend} front end, batch {args.batch} x "
+    print(f"\n{args.device}, {args.threads} thread(s), {args.dtype}, {args.backend}{'' if args.mode is None else ' ' + args.mode}, {args.frontend} front end, batch {args.batch} x "
           f"{args.seconds:g} s, median of {args.steps} interleaved training steps")
     print("| encoder | eager ms/step | compiled ms/step | compiled / eager | compile s | audio s / s (faster) "
           "| peak MiB (CUDA, both models) | graphs compiled | graph breaks |")
