@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from icefall.checkpoint import load_file
-from icefall.dist import _run_and_leave, cleanup_dist, setup_dist
+from icefall.dist import _run_and_leave, launch, setup_dist
 from icefall.trainer import Trainer
 from icefall.utils import AttributeDict, MetricsTracker
 
@@ -37,7 +36,9 @@ def _mean_loss(model, batch, is_training):
     return loss, MetricsTracker({"frames": 1, "loss": loss.item()})
 
 
-def _train(rank: int, world_size: int, exp_dir: str, port: int) -> None:
+def _train(rank: int, world_size: int, args: types.SimpleNamespace) -> None:
+    """A recipe's ``run``: ``launch`` calls it in each process and leaves the group after it."""
+    exp_dir, port = args.exp_dir, args.port
     torch.set_num_threads(1)
     setup_dist(rank, world_size, master_port=port)
     x, y = _data()
@@ -51,12 +52,11 @@ def _train(rank: int, world_size: int, exp_dir: str, port: int) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     params = AttributeDict(exp_dir=Path(exp_dir), num_epochs=2, tensorboard=False, seed=1)
     Trainer(params, model, opt, None, _mean_loss, batches, rank=rank, world_size=world_size).train()
-    cleanup_dist()
 
 
 def test_ddp_two_processes_match_one(tmp_path):
-    _train(0, 1, str(tmp_path / "one"), 0)
-    mp.spawn(_train, args=(2, str(tmp_path / "two"), _free_port()), nprocs=2, join=True)
+    launch(_train, types.SimpleNamespace(world_size=1, exp_dir=str(tmp_path / "one"), port=0))
+    launch(_train, types.SimpleNamespace(world_size=2, exp_dir=str(tmp_path / "two"), port=_free_port()))
     one = load_file(tmp_path / "one" / "epoch-2.pt")["model"]
     two = load_file(tmp_path / "two" / "epoch-2.pt")["model"]
     torch.manual_seed(0)
