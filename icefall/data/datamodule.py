@@ -83,6 +83,9 @@ class DataModule:
                        help="ASR: SpecAugment on fbank in training")
         g.add_argument("--spec-aug-time-warp-factor", type=int, default=80,
                        help="ASR: SpecAugment time warp; < 1 disables it")
+        g.add_argument("--vtlp", type=float, default=0.0,
+                       help="ASR: vocal tract length perturbation of fbank in training, the "
+                            "warp factor drawn per utterance from [1 - x, 1 + x] (0: off)")
         g.add_argument("--data-seed", type=int, default=42,
                        help="seed of the sampler shuffling and data loader workers")
 
@@ -167,8 +170,12 @@ class DataModule:
             spec_augment = SpecAugment(time_warp_factor=a.spec_aug_time_warp_factor,
                                        num_frame_masks=10, features_mask_size=27,
                                        num_feature_masks=2, frames_mask_size=100)
+        perturb = None
+        if train and a.input_type == "fbank" and a.vtlp > 0:
+            from icefall.data.perturb import Vtlp
+            perturb = Vtlp(a.vtlp)
         return AsrDataset(tokenizer, input_type=a.input_type, spec_augment=spec_augment,
-                          extractor=self._extractor())
+                          extractor=self._extractor(), perturb=perturb)
 
     # ------------------------------------------------------------------ samplers, loaders
     def make_sampler(self, cuts, train: bool, world_size: Optional[int] = None,

@@ -302,15 +302,17 @@ class AsrDataset(torch.utils.data.Dataset):
     - ``tokens``: list of B lists of token ids (``tokenizer.encode`` of the transcript)
     - ``texts``: list of B transcripts; ``cut_ids``: list of B ids; ``seconds``: float
 
-    ``spec_augment`` (e.g. ``lhotse.dataset.SpecAugment()``) is applied to fbank batches only;
-    pass it for training and None for validation/decoding. Returns None if no cut of the
+    ``perturb`` (e.g. :class:`icefall.data.perturb.Vtlp`, a (T, F) -> (T, F) map per utterance) and
+    ``spec_augment`` (e.g. ``lhotse.dataset.SpecAugment()``) apply to fbank batches only;
+    pass them for training and None for validation/decoding. Returns None if no cut of the
     batch could be loaded.
     """
 
     def __init__(self, tokenizer, input_type: str = "fbank", spec_augment=None,
-                 extractor=None) -> None:
+                 extractor=None, perturb=None) -> None:
         self.tokenizer, self.input_type = tokenizer, input_type
         self.spec_augment, self.extractor = spec_augment, extractor
+        self.perturb = perturb if input_type == "fbank" else None
         self.unit_rate = SAMPLE_RATE if input_type == "wav" else FBANK_RATE
         self._loader = _CutLoader()
 
@@ -328,7 +330,10 @@ class AsrDataset(torch.utils.data.Dataset):
         kept, items = self._loader.load_all(cuts, self._load)
         if not kept:
             return None
-        inputs, lengths = pad_batch([x for x, _ in items])
+        feats = [x for x, _ in items]
+        if self.perturb is not None:
+            feats = [self.perturb(x) for x in feats]
+        inputs, lengths = pad_batch(feats)
         if self.spec_augment is not None and self.input_type == "fbank":
             segments = torch.stack([torch.arange(len(lengths)), torch.zeros_like(lengths),
                                     lengths], dim=1).int()
