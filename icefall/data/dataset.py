@@ -302,9 +302,10 @@ class AsrDataset(torch.utils.data.Dataset):
     - ``tokens``: list of B lists of token ids (``tokenizer.encode`` of the transcript)
     - ``texts``: list of B transcripts; ``cut_ids``: list of B ids; ``seconds``: float
 
-    ``perturb`` (e.g. :class:`icefall.data.perturb.Vtlp`, a (T, F) -> (T, F) map per utterance) and
-    ``spec_augment`` (e.g. ``lhotse.dataset.SpecAugment()``) apply to fbank batches only;
-    pass them for training and None for validation/decoding. Returns None if no cut of the
+    ``perturb`` (a (T, F) -> (T, F) map applied to each utterance, e.g.
+    :class:`icefall.data.perturb.Vtlp`) and ``spec_augment`` (e.g.
+    ``lhotse.dataset.SpecAugment()``, on the padded batch) apply to fbank only; pass them for
+    training and None for validation/decoding. Returns None if no cut of the
     batch could be loaded.
     """
 
