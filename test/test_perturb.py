@@ -61,8 +61,8 @@ def test_draws_follow_the_torch_rng_and_keep_the_shape():
     assert not torch.equal(a[0], a[1])
 
 
-def test_asr_dataset_warps_training_batches_only(tmp_path):
-    """--vtlp reaches the training dataset's batches; validation batches are left alone."""
+def test_vtlp_option_reaches_the_training_dataset_only():
+    """--vtlp gives the training AsrDataset a Vtlp; validation/decoding datasets get none."""
     import argparse
 
     from icefall.data.datamodule import DataModule
